@@ -1,0 +1,1 @@
+"""Data for DiffChat: the mini-world generator, loaders of real sources, teachers (section 3.1)."""

@@ -1,0 +1,275 @@
+"""Profiles: one code path at three sizes (tiny, small, paper).
+
+Every paper hyper-parameter lives here, each with a comment naming its source
+(Table 3 and appendix A.5 of Wang et al., 2024, or BeautifulPrompt where the
+paper leaves a value open). Stages read their section of the active profile;
+nothing else in the package branches on the profile's name except model loading.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+PROFILE_NAMES = ("tiny", "small", "paper")
+DEFAULT_PROFILE = "tiny"
+
+# Template T of section 3.2 (footnote 7), verbatim.
+TEMPLATE_T = (
+    "Instruction: Give a description of the image and a modification to generate a "
+    "drawing prompt.\nInput: {x}\nModification: {i}\nOutput:"
+)
+
+
+@dataclass(frozen=True)
+class TinyLMConfig:
+    """Size of the BLOOM-architecture model built from a config (tiny profile only)."""
+
+    vocab_size: int = 4000  # BPE; a 500-token vocabulary hurt badly in a scratch run (DESIGN 2)
+    hidden_size: int = 128
+    n_layer: int = 4
+    n_head: int = 4
+
+
+@dataclass(frozen=True)
+class ModelIds:
+    """Which model plays each role. A hub id, or 'tiny' for the local factory model."""
+
+    policy: str  # DiffChat backbone (section 4.1: BLOOM 1.1B, 24 layers)
+    pb: str  # prompt-beautification model (section 3.1: BLOOM 1.1B)
+    reward: str  # text reward-model backbone (Table 3, RMs)
+    teacher: str  # ChatGPT in the paper; 'rule' = offline rule-based teacher
+    tis: tuple[str, ...]  # text-to-image models for labelling and evaluation (section 4.1)
+    aesthetic: str  # LAION aesthetic predictor's CLIP (ViT-L/14)
+    pickscore: str  # PickScore_v1
+    pickscore_processor: str
+    hps: str  # HPS v2
+    clip: str  # CLIP-S and D-CLIP-S backbone
+    dtype: str = "auto"  # 'auto' picks bf16 on a GPU that has it (section 4.1), fp32 on CPU
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Sizes of the mini-world data (tiny/small) or the real sources (paper)."""
+
+    source: str  # 'miniworld' or 'instructpix2pix'
+    n_triplets: int  # raw edit triplets (x_o, i, y_o)
+    n_pb_pairs: int  # <simplified, high-quality> prompt pairs
+    n_test: int  # per test split
+    seed: int = 0
+    # Released InstructPE sizes, for reference (section 3.1).
+    paper_train_size: int = 234_786
+    paper_test_size: int = 5_582
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training phase. Table 3 columns: SFT, RMs, RL."""
+
+    epochs: float
+    batch_size: int
+    max_length: int
+    lr: float
+    unfreeze_layers: int | None  # None = all layers
+    weight_decay: float
+    grad_accum: int = 1
+    max_steps: int | None = None  # caps a phase for CPU profiles; None = run all epochs
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    warmup_ratio: float = 0.0
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """Reinforcement learning, appendix A.5 unless marked otherwise."""
+
+    init_kl_coef: float = 0.05  # A.5: initial KL coefficient (adaptive)
+    adaptive_kl: bool = True  # A.5
+    target_kl: float = 6.0  # BeautifulPrompt's adaptive controller target
+    kl_horizon: int = 10_000  # BeautifulPrompt's adaptive controller horizon
+    gamma: float = 0.99  # A.5
+    lam: float = 0.95  # A.5
+    typical_p: float = 0.97  # A.5: ADM pi+ locally typical sampling
+    vci_alpha: float = 0.05  # A.5: VCI trade-off alpha
+    adam_eps: float = 1e-8  # A.5
+    adam_betas: tuple[float, float] = (0.9, 0.95)  # A.5
+    lr_schedule: str = "cosine"  # A.5: cosine annealing
+    cliprange: float = 0.2  # A.5: PPO policy clip
+    cliprange_value: float = 0.2  # same range for the value clip (paper silent)
+    vf_coef: float = 0.5  # A.5: value loss scale w.r.t. policy loss
+    adm_negative_prob: float = 0.04  # 3.3: share of target prompts turned into pi- samples
+    adm_remove_prob: float = 0.5  # 3.3: remove (else replace) the chosen keyword
+    ci_threshold: float = 0.7  # Listing 1 default
+    reward_mix_pickscore: float = 0.7  # BeautifulPrompt: (1-a)*aes + a*pick, a = 0.7
+    reward_clip: float = 10.0  # BeautifulPrompt
+    max_new_tokens: int = 128
+    rollouts: int = 128  # prompts per PPO iteration (Table 3 RL batch size)
+    iterations: int = 100
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """Image creation for labelling and evaluation (section 4.1: fixed seeds)."""
+
+    height: int
+    width: int
+    steps: int
+    guidance: float
+    seeds: tuple[int, ...] = (0,)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    models: ModelIds
+    data: DataConfig
+    sft: TrainConfig
+    pb: TrainConfig
+    rm: TrainConfig
+    rl: TrainConfig
+    ppo: PPOConfig
+    images: ImageConfig
+    tiny_lm: TinyLMConfig = field(default_factory=TinyLMConfig)
+    template: str = TEMPLATE_T
+
+    def section(self, name: str) -> dict[str, Any]:
+        """One section as plain data (what a stage's manifest records)."""
+        return dataclasses.asdict(getattr(self, name))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def with_overrides(self, **sections: dict[str, Any]) -> Profile:
+        """A copy with some fields of some sections changed, e.g. sft={'max_steps': 10}."""
+        changes = {}
+        for name, values in sections.items():
+            if not hasattr(self, name):
+                raise ValueError(f"profile has no section {name!r}")
+            changes[name] = replace(getattr(self, name), **values)
+        return replace(self, **changes)
+
+
+# Table 3 of the paper: SFT, RMs and RL columns.
+PAPER_SFT = TrainConfig(
+    epochs=3,  # Table 3 SFT: Epoch
+    batch_size=64,  # Table 3 SFT: Batch Size
+    max_length=384,  # Table 3 SFT: Maximum Length
+    lr=2e-5,  # Table 3 SFT: Learning Rate
+    unfreeze_layers=None,  # Table 3 SFT: Unfreezing Layers = All
+    weight_decay=0.0,  # Table 3 SFT: Weight Decay
+)
+PAPER_RM = TrainConfig(
+    epochs=1,  # Table 3 RMs: Epoch
+    batch_size=64,  # Table 3 RMs: Batch Size
+    max_length=384,  # Table 3 RMs: Maximum Length
+    lr=5e-6,  # Table 3 RMs: Learning Rate
+    unfreeze_layers=None,  # Table 3 RMs: Unfreezing Layers = All
+    weight_decay=1e-3,  # Table 3 RMs: Weight Decay
+)
+PAPER_RL = TrainConfig(
+    epochs=5,  # Table 3 RL: Epoch
+    batch_size=128,  # Table 3 RL: Batch Size
+    max_length=384,  # Table 3 RL: Maximum Length
+    lr=5e-6,  # Table 3 RL: Learning Rate
+    unfreeze_layers=8,  # Table 3 RL: Unfreezing Layers = Last 8 layers
+    weight_decay=1e-6,  # Table 3 RL: Weight Decay
+)
+
+PAPER_TIS = (
+    "stable-diffusion-v1-5/stable-diffusion-v1-5",  # 4.1 fn 8 (moved from runwayml/)
+    "XpucT/Deliberate",  # 4.1 fn 9
+    "dreamlike-art/dreamlike-photoreal-2.0",  # 4.1 fn 10
+    "SG161222/Realistic_Vision_V1.4",  # 4.1 fn 11
+    "stabilityai/stable-diffusion-xl-base-1.0",  # 4.1 fn 12
+)
+
+_REAL_SCORERS = dict(
+    aesthetic="openai/clip-vit-large-patch14",
+    pickscore="yuvalkirstain/PickScore_v1",
+    pickscore_processor="laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+    hps="xswu/HPSv2",
+    clip="openai/clip-vit-large-patch14",
+)
+_TINY_SCORERS = dict(
+    aesthetic="tiny", pickscore="tiny", pickscore_processor="tiny", hps="tiny", clip="tiny"
+)
+
+PAPER = Profile(
+    name="paper",
+    description="The paper's setting: BLOOM-1.1B in bf16 on a GPU (Colab A100), Table 3 and A.5.",
+    models=ModelIds(
+        policy="bigscience/bloom-1b1",  # 4.1: BLOOM 1.1B, 24 layers
+        pb="bigscience/bloom-1b1",  # 3.1: PB model is BLOOM-1.1B
+        reward="bigscience/bloom-1b1",  # RMs on the same backbone (BeautifulPrompt)
+        teacher="openai",  # ChatGPT in 3.1; any OpenAI-compatible endpoint
+        tis=PAPER_TIS,
+        dtype="bfloat16",  # 4.1: BFLOAT16
+        **_REAL_SCORERS,
+    ),
+    data=DataConfig(source="instructpix2pix", n_triplets=454_445, n_pb_pairs=100_000, n_test=5_582),
+    sft=PAPER_SFT,
+    pb=PAPER_SFT,  # paper silent on PB training; reuse the SFT column
+    rm=PAPER_RM,
+    rl=PAPER_RL,
+    ppo=PPOConfig(),
+    images=ImageConfig(height=512, width=512, steps=25, guidance=7.5, seeds=(0, 1, 2, 3)),
+)
+
+SMALL = Profile(
+    name="small",
+    description="A real pretrained instruct model (SmolLM2-135M) with LoRA: a laptop CPU or any GPU.",
+    models=ModelIds(
+        policy="HuggingFaceTB/SmolLM2-135M-Instruct",
+        pb="HuggingFaceTB/SmolLM2-135M-Instruct",
+        reward="HuggingFaceTB/SmolLM2-135M-Instruct",
+        teacher="HuggingFaceTB/SmolLM2-135M-Instruct",
+        tis=("tiny",),
+        **_TINY_SCORERS,
+    ),
+    data=DataConfig(source="miniworld", n_triplets=20_000, n_pb_pairs=5_000, n_test=300),
+    sft=replace(PAPER_SFT, epochs=1, batch_size=16, max_length=192, lr=2e-4, lora=True, max_steps=300),
+    pb=replace(PAPER_SFT, epochs=1, batch_size=16, max_length=192, lr=2e-4, lora=True, max_steps=200),
+    rm=replace(PAPER_RM, batch_size=32, max_length=128, lr=1e-4, max_steps=200),
+    rl=replace(PAPER_RL, batch_size=32, max_length=192, lr=2e-5, unfreeze_layers=4),
+    ppo=PPOConfig(rollouts=32, iterations=20, max_new_tokens=64),
+    images=ImageConfig(height=64, width=64, steps=4, guidance=5.0, seeds=(0,)),
+)
+
+TINY = Profile(
+    name="tiny",
+    description="Random-init BLOOM-architecture models built from configs: any CPU, minutes (CI).",
+    models=ModelIds(
+        policy="tiny", pb="tiny", reward="tiny", teacher="rule", tis=("tiny",), **_TINY_SCORERS
+    ),
+    data=DataConfig(source="miniworld", n_triplets=20_000, n_pb_pairs=4_000, n_test=300),
+    # A scratch run on 2 CPU cores: hidden 128, 4 layers, batch 16, lr 3e-3 (DESIGN 2).
+    sft=TrainConfig(epochs=1, batch_size=16, max_length=128, lr=3e-3, unfreeze_layers=None,
+                    weight_decay=0.0, max_steps=1500, warmup_ratio=0.03),
+    pb=TrainConfig(epochs=1, batch_size=16, max_length=128, lr=3e-3, unfreeze_layers=None,
+                   weight_decay=0.0, max_steps=600, warmup_ratio=0.03),
+    rm=TrainConfig(epochs=3, batch_size=32, max_length=64, lr=1e-3, unfreeze_layers=None,
+                   weight_decay=1e-3),
+    rl=TrainConfig(epochs=2, batch_size=32, max_length=128, lr=3e-4, unfreeze_layers=2,
+                   weight_decay=1e-6),
+    ppo=PPOConfig(rollouts=32, iterations=20, max_new_tokens=48),
+    images=ImageConfig(height=32, width=32, steps=2, guidance=5.0, seeds=(0,)),
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (TINY, SMALL, PAPER)}
+
+
+def get_profile(name: str | Profile | None = None) -> Profile:
+    """The named profile; None means the default (tiny)."""
+    if isinstance(name, Profile):
+        return name
+    name = name or DEFAULT_PROFILE
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILE_NAMES)}")
+    return PROFILES[name]
