@@ -146,6 +146,19 @@ class Profile:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
+    def describe(self) -> str:
+        """Human-readable view, each section headed by where its numbers come from."""
+        lines = [f"profile {self.name}: {self.description}", f"template T: {self.template!r}"]
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not dataclasses.is_dataclass(value):
+                continue
+            source = SECTION_SOURCES.get(f.name, "")
+            lines.append(f"\n[{f.name}]" + (f"  # {source}" if source else ""))
+            for k, v in dataclasses.asdict(value).items():
+                lines.append(f"  {k:22s} = {v}")
+        return "\n".join(lines)
+
     def with_overrides(self, **sections: dict[str, Any]) -> Profile:
         """A copy with some fields of some sections changed, e.g. sft={'max_steps': 10}."""
         changes = {}
@@ -261,6 +274,17 @@ TINY = Profile(
     ppo=PPOConfig(rollouts=32, iterations=20, max_new_tokens=48),
     images=ImageConfig(height=32, width=32, steps=2, guidance=5.0, seeds=(0,)),
 )
+
+SECTION_SOURCES = {
+    "models": "section 4.1 and footnotes 8-12 (paper profile); DESIGN.md 2 (tiny, small)",
+    "sft": "Table 3, SFT column (paper profile)",
+    "pb": "paper silent; the SFT column of Table 3 (paper profile)",
+    "rm": "Table 3, RMs column (paper profile)",
+    "rl": "Table 3, RL column (paper profile)",
+    "ppo": "appendix A.5; target_kl, kl_horizon, reward_mix_pickscore, reward_clip from BeautifulPrompt; "
+    "adm_* from section 3.3",
+    "images": "section 4.1 (fixed seeds); SD 1.5 defaults for the paper profile",
+}
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (TINY, SMALL, PAPER)}
 

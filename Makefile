@@ -1,0 +1,35 @@
+# The README's two commands: `make course` (set up, then run the course end to end in the
+# default profile) and `make test` (set up, then run the tests, notebooks included).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# A pinned torch: on this project's CPU machines 2.13.0 is a local CPU wheel (seconds).
+# On a CUDA machine pass e.g. TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128".
+TORCH ?= torch==2.13.0
+PROFILE ?= tiny
+export OMP_NUM_THREADS ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup test course lint clean-runs
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e ".[dev,notebooks]"
+	$(BIN)/diffchat setup
+	touch $@
+
+test: setup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+course: setup
+	$(BIN)/diffchat course --profile $(PROFILE)
+
+lint: setup
+	$(BIN)/ruff check diffchat tests benchmarks
+
+clean-runs:
+	rm -rf runs

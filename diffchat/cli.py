@@ -1,0 +1,135 @@
+"""`diffchat` command line: the same functions the notebooks call, run headless."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+from diffchat.profiles import PROFILE_NAMES, get_profile
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {}
+
+
+def _profile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", choices=PROFILE_NAMES, default=None,
+                   help="tiny (default, any CPU), small (SmolLM2 + LoRA) or paper (BLOOM-1.1B, GPU)")
+    p.add_argument("--root", default=None,
+                   help="runs folder (default $DIFFCHAT_RUNS or ./runs; e.g. a Drive folder on Colab)")
+
+
+def _cmd_profile(args: argparse.Namespace) -> None:
+    if args.action == "list":
+        from diffchat.profiles import PROFILES
+
+        for p in PROFILES.values():
+            print(f"{p.name:6s} {p.description}")
+        return
+    profile = get_profile(args.name)
+    print(profile.to_json() if args.json else profile.describe())
+
+
+def _cmd_run(args: argparse.Namespace) -> None:
+    from diffchat import runner
+
+    path = runner.run(args.stage, args.profile, args.root, force=args.force)
+    manifest = runner.read_manifest(args.stage, args.profile, args.root) or {}
+    print(json.dumps({"stage": args.stage, "path": str(path), "summary": manifest.get("summary")},
+                     indent=2, default=str))
+
+
+def _cmd_status(args: argparse.Namespace) -> None:
+    from diffchat import runner
+
+    for row in runner.status(args.profile, args.root):
+        state = "done" if row["done"] else ("stale" if row["stale"] else "-")
+        print(f"{row['stage']:12s} {state:6s} {row['finished'] or '':20s} {row['path']}")
+
+
+def _cmd_setup(args: argparse.Namespace) -> None:
+    from diffchat.assets import ensure_nltk_data, nltk_data_status
+
+    ensure_nltk_data()
+    print(json.dumps(nltk_data_status(), indent=2))
+    if args.small_model:
+        from diffchat.models import smollm2_offline_path
+
+        print(f"SmolLM2-135M-Instruct (offline copy): {smollm2_offline_path()}")
+
+
+def _cmd_course(args: argparse.Namespace) -> None:
+    from diffchat.course import run_course
+
+    run_course(args.profile, args.only, args.root)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffchat",
+        description="DiffChat course: build InstructPE, train and chat with a prompt-rewriting model.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("profile", help="show a profile's settings (Table 3, A.5, model ids)")
+    p.add_argument("action", choices=["show", "list"])
+    p.add_argument("name", nargs="?", default=None, choices=PROFILE_NAMES)
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    COMMANDS["profile"] = _cmd_profile
+
+    p = sub.add_parser("setup", help="resolve NLTK data (WordNet, tagger, punkt), offline if needed")
+    p.add_argument("--small-model", action="store_true",
+                   help="also build the offline SmolLM2-135M-Instruct copy (small profile)")
+    COMMANDS["setup"] = _cmd_setup
+
+    p = sub.add_parser("run", help="run a course stage (and any missing inputs)")
+    p.add_argument("stage")
+    _profile_args(p)
+    p.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    COMMANDS["run"] = _cmd_run
+
+    p = sub.add_parser("status", help="which stages are done for a profile")
+    _profile_args(p)
+    COMMANDS["status"] = _cmd_status
+
+    p = sub.add_parser("course", help="execute the notebooks in order, headless")
+    _profile_args(p)
+    p.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 00 03")
+    COMMANDS["course"] = _cmd_course
+
+    from diffchat import stages
+
+    for name, stage in stages.STAGES.items():
+        p = sub.add_parser(name, help=f"stage: {stage.description}")
+        _profile_args(p)
+        p.add_argument("--force", action="store_true", help="rebuild even if up to date")
+        p.set_defaults(stage=name)
+        COMMANDS[name] = _cmd_run
+    for name, (add_args, fn, help_text) in stages.TOOLS.items():
+        p = sub.add_parser(name, help=help_text)
+        add_args(p)
+        COMMANDS[name] = fn
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "profile" and args.action == "show" and args.name is None:
+        parser.error("profile show needs a name: " + ", ".join(PROFILE_NAMES))
+    try:
+        return COMMANDS[args.command](args) or 0
+    except KeyboardInterrupt:
+        print("diffchat: interrupted; finished stages and cached work are kept", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as err:
+        print(f"diffchat {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
