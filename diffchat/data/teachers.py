@@ -1,0 +1,714 @@
+"""Teacher LLMs: the role ChatGPT plays in section 3.1 (appendix A.2, A.3).
+
+The paper asks ChatGPT twice: to summarise high-quality drawing prompts into simplified
+user-friendly ones (Fig. 9; the PB pairs), and, given one beautified prompt and an
+instruction, to write the other one (Fig. 10; template T_A: given x and i write y,
+template T_B: given y and i write x). The figures' images are not in the paper's text,
+so the prompts below are reconstructions that say the same thing, each with one short
+few-shot example (Fig. 8's pair; InstructPix2Pix's horse-to-dragon edit).
+
+Three interchangeable teachers answer them:
+
+- ``OpenAITeacher``: any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM,
+  Ollama, ...), configured from the environment;
+- ``LocalTeacher``: a transformers chat model (the small profile's SmolLM2 instruct);
+- ``RuleTeacher``: deterministic rules from the mini-world, for the tiny profile.
+
+Asking a teacher is slow or costs money, and a run over a dataset gets interrupted. So
+every raw answer is appended to a ``TeacherCache`` (JSONL, fsync'd per answer) keyed by
+the request, and ``ask_many`` skips what is cached: a rerun resumes where the last one
+stopped. A request that keeps failing is recorded in ``failures.jsonl`` and skipped; only
+an endpoint that refuses everything (a rejected key, a wrong URL) stops the run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Messages = list[dict[str, str]]
+
+# --------------------------------------------------------------------------------------
+# Prompts (Fig. 9 and Fig. 10, reconstructed)
+# --------------------------------------------------------------------------------------
+
+# Fig. 8: a user-friendly prompt and the model-friendly prompt it stands for.
+_FIG8_SIMPLE = "a cute boy"
+_FIG8_PROMPT = (
+    "A portrait of an adorable cute boy, fantasy, intricate, elegant, highly detailed, "
+    "digital painting, artstation, concept art, smooth, sharp focus, illustration"
+)
+# InstructPix2Pix's running example (input, edit, output), written in prompt-engineering style.
+_EDIT_X = (
+    "a photograph of a girl riding a horse across a meadow, golden hour, cinematic lighting, "
+    "highly detailed, sharp focus, 8k"
+)
+_EDIT_I = "have her ride a dragon"
+_EDIT_Y = (
+    "a photograph of a girl riding a dragon across a meadow, golden hour, cinematic lighting, "
+    "highly detailed, sharp focus, 8k"
+)
+
+_SUMMARY_SYSTEM = (
+    "You help people who write prompts for text-to-image models. You turn a detailed, "
+    "high-quality drawing prompt into the short plain description a casual user would type."
+)
+_SUMMARY_USER = (
+    "Summarize the following high-quality drawing prompt into a simplified, user-friendly "
+    "prompt: a short caption of what the image shows, in plain words, without style, artist, "
+    "medium, lighting or quality tags. Answer with the simplified prompt only, on one line.\n"
+    "Prompt: {prompt}"
+)
+
+_PE_SYSTEM = (
+    "You are a prompt engineer for text-to-image models such as Stable Diffusion. You write "
+    "drawing prompts in prompt-engineering style: a description of the subject and scene "
+    "followed by comma-separated tags for style, medium, artists, lighting and quality."
+)
+# T_A: given x and i, write y.
+_TARGET_USER = (
+    "Here is the drawing prompt of an image and an instruction that modifies the image. "
+    "Write the drawing prompt of the modified image: carry out the instruction, keep "
+    "everything the instruction does not change, and keep the prompt-engineering style. "
+    "Answer with the new prompt only, on one line.\n"
+    "Prompt: {x}\nInstruction: {i}"
+)
+# T_B: given y and i, write x.
+_SOURCE_USER = (
+    "Here is the drawing prompt of an image that was made by modifying another image with "
+    "an instruction. Write the drawing prompt of the original image, before the "
+    "instruction was carried out: undo what the instruction changed, keep everything else, "
+    "and keep the prompt-engineering style. Answer with the original prompt only, on one "
+    "line.\nModified prompt: {y}\nInstruction: {i}"
+)
+
+
+def pb_summary_messages(prompt: str) -> Messages:
+    """Fig. 9: ask for the simplified user-friendly version of a high-quality prompt."""
+    return [
+        {"role": "system", "content": _SUMMARY_SYSTEM},
+        {"role": "user", "content": _SUMMARY_USER.format(prompt=_FIG8_PROMPT)},
+        {"role": "assistant", "content": _FIG8_SIMPLE},
+        {"role": "user", "content": _SUMMARY_USER.format(prompt=prompt)},
+    ]
+
+
+def write_target_messages(x: str, instruction: str) -> Messages:
+    """Fig. 10 (b), template T_A: given the beautified x and the instruction i, write y."""
+    return [
+        {"role": "system", "content": _PE_SYSTEM},
+        {"role": "user", "content": _TARGET_USER.format(x=_EDIT_X, i=_EDIT_I)},
+        {"role": "assistant", "content": _EDIT_Y},
+        {"role": "user", "content": _TARGET_USER.format(x=x, i=instruction)},
+    ]
+
+
+def write_source_messages(y: str, instruction: str) -> Messages:
+    """Fig. 10 (a), template T_B: given the beautified y and the instruction i, write x."""
+    return [
+        {"role": "system", "content": _PE_SYSTEM},
+        {"role": "user", "content": _SOURCE_USER.format(y=_EDIT_Y, i=_EDIT_I)},
+        {"role": "assistant", "content": _EDIT_X},
+        {"role": "user", "content": _SOURCE_USER.format(y=y, i=instruction)},
+    ]
+
+
+# Lead-in labels chat models put before the answer ("Output: ...", "Simplified prompt: ...").
+_LABEL = re.compile(
+    r"^(?:output|answer|prompt|new prompt|simplified prompt|user-friendly prompt|"
+    r"modified prompt|original prompt|target prompt|source prompt|drawing prompt)\s*:\s*",
+    re.IGNORECASE,
+)
+_QUOTES = "\"'`\u201c\u201d\u2018\u2019"
+
+
+def clean_answer(text: str) -> str:
+    """The prompt inside a chat answer: first real line, without labels, quotes or lead-ins.
+
+    Chat models wrap a one-line answer in "Output: ...", quotes, code fences or a
+    "Here is the prompt:" line; a drawing prompt never ends with a colon, so such a
+    line is a lead-in and is skipped. Returns "" when nothing is left.
+    """
+    for line in text.strip().splitlines():
+        line = line.strip().strip("*").strip()
+        if not line or line.startswith("```"):
+            continue
+        line = _LABEL.sub("", line).strip().strip(_QUOTES).strip()
+        if line and not line.endswith(":"):
+            return line
+    return ""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One question to a teacher: a task and its inputs (the messages follow from them)."""
+
+    task: str  # 'summarise' (Fig. 9), 'write_target' (T_A) or 'write_source' (T_B)
+    text: str  # the prompt to summarise, x (T_A) or y (T_B)
+    instruction: str = ""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown teacher task {self.task!r}; expected one of {TASKS}")
+
+    @property
+    def messages(self) -> Messages:
+        if self.task == "summarise":
+            return pb_summary_messages(self.text)
+        if self.task == "write_target":
+            return write_target_messages(self.text, self.instruction)
+        return write_source_messages(self.text, self.instruction)
+
+
+TASKS = ("summarise", "write_target", "write_source")
+
+
+# --------------------------------------------------------------------------------------
+# Errors and the answer cache
+# --------------------------------------------------------------------------------------
+
+
+class TeacherError(RuntimeError):
+    """One request could not be answered (after retries); ``ask_many`` records and skips it."""
+
+
+class TeacherConfigError(TeacherError):
+    """The endpoint refuses every request (rejected key, wrong URL or model): stop the run."""
+
+
+class TeacherCache:
+    """Append-only JSONL of raw teacher answers keyed by the request's hash.
+
+    One line per answer, flushed and fsync'd as it is written, so a killed run loses at
+    most the answer being written. A truncated last line (a crash mid-write) is cut off
+    on load so the next append starts on a clean line.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._answers: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._file: Any = None
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            log.warning("%s: dropping a partial last line (an interrupted write)", self.path)
+            with open(self.path, "r+b") as f:
+                f.truncate(end)
+        for n, line in enumerate(data[:end].decode("utf-8", errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                self._answers[row["key"]] = row["answer"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                log.warning("%s line %d: not a cache row, skipped", self.path, n)
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._answers
+
+    def get(self, key: str) -> str | None:
+        return self._answers.get(key)
+
+    def put(self, key: str, answer: str, teacher: str = "") -> None:
+        line = json.dumps({"key": key, "teacher": teacher, "answer": answer}, ensure_ascii=False)
+        with self._lock:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                # Kept open for the run: one write, flush and fsync per answer.
+                self._file = open(self.path, "a", encoding="utf-8")
+            self._file.write(line + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._answers[key] = answer
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+# --------------------------------------------------------------------------------------
+# Teachers
+# --------------------------------------------------------------------------------------
+
+
+class Teacher:
+    """Base teacher: builds the messages, consults the cache, counts backend calls.
+
+    Subclasses implement ``complete(messages) -> str`` (one chat completion), or override
+    ``_answer``/``_answer_batch`` when they answer from the request itself or in batches.
+    """
+
+    name = "teacher"
+    batch_size = 1  # requests per backend call in ``ask_many``
+
+    def __init__(self, cache: TeacherCache | None = None) -> None:
+        self.cache = cache
+        self.calls = 0  # requests sent to the backend (cache hits are free)
+        self._calls_lock = threading.Lock()
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Settings that change the answer; part of the cache key."""
+        return {}
+
+    def complete(self, messages: Messages) -> str:
+        """One chat completion: the raw text of the assistant's answer."""
+        raise NotImplementedError(f"{type(self).__name__} does not answer free-form messages")
+
+    def key(self, request: Request) -> str:
+        """Cache key: sha256 of the teacher, the messages and the settings."""
+        blob = json.dumps(
+            {"teacher": self.name, "messages": request.messages, "params": self.params},
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def summarise(self, prompt: str) -> str:
+        """Fig. 9: the simplified user-friendly prompt of a high-quality prompt."""
+        return self.ask(Request("summarise", prompt))
+
+    def write_target(self, x: str, instruction: str) -> str:
+        """T_A: the target prompt y, given the input prompt x and the instruction."""
+        return self.ask(Request("write_target", x, instruction))
+
+    def write_source(self, y: str, instruction: str) -> str:
+        """T_B: the input prompt x, given the target prompt y and the instruction."""
+        return self.ask(Request("write_source", y, instruction))
+
+    def ask(self, request: Request) -> str:
+        """The cleaned answer to one request; raises ``TeacherError`` when there is none."""
+        answer = self.ask_batch([request])[0]
+        if isinstance(answer, TeacherError):
+            raise answer
+        return answer
+
+    def ask_batch(self, requests: Sequence[Request]) -> list[str | TeacherError]:
+        """Cleaned answers (or the error) for several requests; uncached ones in one batch."""
+        keys = [self.key(r) for r in requests]
+        raw: list[str | TeacherError | None] = [
+            self.cache.get(k) if self.cache is not None else None for k in keys
+        ]
+        todo = [j for j, answer in enumerate(raw) if answer is None]
+        if todo:
+            with self._calls_lock:
+                self.calls += len(todo)
+            for j, answer in zip(
+                todo, self._answer_batch([requests[j] for j in todo]), strict=True
+            ):
+                raw[j] = answer
+                if isinstance(answer, str) and self.cache is not None:
+                    self.cache.put(keys[j], answer, teacher=self.name)
+        return [self._clean(r, a) for r, a in zip(requests, raw, strict=True)]
+
+    def _clean(self, request: Request, raw: str | TeacherError | None) -> str | TeacherError:
+        if isinstance(raw, TeacherError):
+            return raw
+        answer = clean_answer(raw or "")
+        if not answer:
+            return TeacherError(f"{self.name} gave no usable answer to a {request.task} request")
+        return answer
+
+    def _answer_batch(self, requests: Sequence[Request]) -> list[str | TeacherError]:
+        out: list[str | TeacherError] = []
+        for request in requests:
+            try:
+                out.append(self._answer(request))
+            except TeacherConfigError:
+                raise
+            except TeacherError as err:
+                out.append(err)
+        return out
+
+    def _answer(self, request: Request) -> str:
+        return self.complete(request.messages)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_DEFAULT_MODEL = "gpt-3.5-turbo"  # ChatGPT, as in section 3.1
+_RETRY_STATUS = {408, 409, 429}  # and every 5xx, as the openai client does
+_MAX_WAIT = 600.0  # seconds; caps a server's Retry-After
+
+
+class OpenAITeacher(Teacher):
+    """Any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, Ollama, LM Studio...).
+
+    Defaults come from the environment: ``DIFFCHAT_TEACHER_BASE_URL`` (else
+    ``OPENAI_BASE_URL``, else OpenAI), ``DIFFCHAT_TEACHER_MODEL`` (else gpt-3.5-turbo, the
+    paper's ChatGPT) and ``OPENAI_API_KEY`` (may be empty for a local server). The key is
+    sent only in the Authorization header; it never appears in reprs, logs or errors.
+    Overloaded or failing servers (429, 5xx, network errors) are retried with exponential
+    backoff from ``backoff`` seconds, honouring Retry-After.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        *,
+        temperature: float = 0.7,
+        max_tokens: int | None = 128,
+        timeout: float = 60,
+        max_retries: int = 5,
+        backoff: float = 1.0,
+        cache: TeacherCache | None = None,
+    ) -> None:
+        super().__init__(cache)
+        self.base_url = (
+            base_url
+            or os.environ.get("DIFFCHAT_TEACHER_BASE_URL")
+            or os.environ.get("OPENAI_BASE_URL")
+            or _DEFAULT_BASE_URL
+        ).rstrip("/")
+        self.model = model or os.environ.get("DIFFCHAT_TEACHER_MODEL") or _DEFAULT_MODEL
+        self._api_key = os.environ.get("OPENAI_API_KEY", "") if api_key is None else api_key
+        self.temperature = temperature
+        self.max_tokens = max_tokens  # None: not sent (newer OpenAI models reject the field)
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self._local = threading.local()  # one requests.Session per thread
+        self.name = f"openai:{self.model}@{self.base_url}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/chat/completions"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens}
+
+    def __repr__(self) -> str:
+        key = "set" if self._api_key else "none"
+        return f"OpenAITeacher(base_url={self.base_url!r}, model={self.model!r}, api_key={key})"
+
+    def _session(self) -> Any:
+        import requests
+
+        if getattr(self._local, "session", None) is None:
+            self._local.session = requests.Session()
+        return self._local.session
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    def complete(self, messages: Messages) -> str:
+        import requests
+
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": self.temperature,
+        }
+        if self.max_tokens is not None:
+            payload["max_tokens"] = self.max_tokens
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        problem = ""
+        for attempt in range(self.max_retries + 1):
+            wait = self.backoff * 2**attempt
+            try:
+                resp = self._session().post(
+                    self.url, json=payload, headers=headers, timeout=self.timeout
+                )
+            except requests.RequestException as err:
+                problem = f"{type(err).__name__}: {self._redact(str(err))}"
+            else:
+                if resp.status_code == 200:
+                    return self._content(resp)
+                problem = f"HTTP {resp.status_code}: {self._redact(resp.text[:300])}"
+                if resp.status_code in (401, 403):
+                    sent = "the API key was rejected" if self._api_key else "no API key was sent"
+                    raise TeacherConfigError(
+                        f"{self.url}: {sent} (HTTP {resp.status_code}); set OPENAI_API_KEY "
+                        "to a valid key for this endpoint"
+                    )
+                if resp.status_code == 404:
+                    raise TeacherConfigError(
+                        f"{self.url}: not found (HTTP 404); check DIFFCHAT_TEACHER_BASE_URL "
+                        f"and the model name {self.model!r} ({problem})"
+                    )
+                if resp.status_code < 500 and resp.status_code not in _RETRY_STATUS:
+                    raise TeacherError(f"{self.url}: {problem}")
+                wait = _retry_after(resp.headers.get("Retry-After"), wait)
+            if attempt < self.max_retries:
+                log.info("%s: %s; retrying in %.2fs", self.url, problem, wait)
+                time.sleep(wait)
+        raise TeacherError(f"{self.url}: gave up after {self.max_retries + 1} attempts ({problem})")
+
+    def _content(self, resp: Any) -> str:
+        try:
+            content = resp.json()["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError) as err:
+            raise TeacherError(
+                f"{self.url}: not a chat-completions answer ({type(err).__name__}): "
+                f"{self._redact(resp.text[:200])}"
+            ) from None
+        if not isinstance(content, str):
+            raise TeacherError(f"{self.url}: the answer has no text content")
+        return content
+
+
+def _retry_after(value: str | None, default: float) -> float:
+    """Seconds to wait from a Retry-After header (seconds or an HTTP date), else default."""
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return default
+    return min(max(seconds, 0.0), _MAX_WAIT)
+
+
+class LocalTeacher(Teacher):
+    """A transformers chat model as the teacher (the small profile's SmolLM2 instruct).
+
+    Greedy decoding, so answers are deterministic; requests are generated in left-padded
+    batches of ``batch_size``. The model loads on first use, from a folder or a hub id
+    (``diffchat.models`` resolves SmolLM2 offline), on the device and precision it picks.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike,
+        max_new_tokens: int = 96,
+        device: str | None = None,
+        *,
+        batch_size: int = 8,
+        cache: TeacherCache | None = None,
+    ) -> None:
+        super().__init__(cache)
+        self.model_name_or_path = str(model_name_or_path)
+        self.max_new_tokens = max_new_tokens
+        self.device = device
+        self.batch_size = batch_size
+        self._loaded: tuple[Any, Any] | None = None
+        self._load_lock = threading.Lock()
+        self.name = f"local:{self.model_name_or_path}"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"max_new_tokens": self.max_new_tokens, "decoding": "greedy"}
+
+    def _load(self) -> tuple[Any, Any]:
+        with self._load_lock:
+            if self._loaded is None:
+                from diffchat.models import load_causal_lm, load_tokenizer
+
+                tok = load_tokenizer(self.model_name_or_path)
+                if not tok.chat_template:
+                    raise TeacherConfigError(
+                        f"{self.model_name_or_path} has no chat template; a teacher must be "
+                        "an instruct (chat) model"
+                    )
+                tok.padding_side = "left"
+                model = load_causal_lm(self.model_name_or_path, device=self.device).eval()
+                log.info("teacher %s loaded on %s", self.model_name_or_path, model.device)
+                self._loaded = (tok, model)
+            return self._loaded
+
+    def complete(self, messages: Messages) -> str:
+        return self._generate([messages])[0]
+
+    def _answer_batch(self, requests: Sequence[Request]) -> list[str | TeacherError]:
+        return list(self._generate([r.messages for r in requests]))
+
+    def _generate(self, conversations: list[Messages]) -> list[str]:
+        import torch
+
+        tok, model = self._load()
+        texts = [
+            tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+            for m in conversations
+        ]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = enc.to(model.device)
+        with torch.inference_mode():
+            out = model.generate(
+                **enc,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tok.pad_token_id,
+            )
+        return tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+class RuleTeacher(Teacher):
+    """Deterministic offline teacher for the tiny profile, built on the mini-world's rules.
+
+    T_A and T_B apply or invert the instruction with the mini-world's edit rules; the
+    summary (Fig. 9) drops the style, medium, lighting and quality tags and the
+    "a portrait of" lead that beautification adds. A request the rules cannot answer
+    is a ``TeacherError``, which ``ask_many`` records and skips.
+    """
+
+    name = "rule"
+
+    def _answer(self, request: Request) -> str:
+        from diffchat.data import miniworld
+
+        if request.task == "summarise":
+            answer = _rule_summary(request.text)
+        elif request.task == "write_target":
+            answer = miniworld.apply_instruction(request.text, request.instruction)
+        else:
+            answer = miniworld.invert_instruction(request.text, request.instruction)
+        if not answer:
+            raise TeacherError(
+                f"rule teacher cannot {request.task.replace('_', ' ')} for "
+                f"{request.text!r} with {request.instruction!r}"
+            )
+        return answer
+
+
+def _rule_summary(prompt: str) -> str:
+    """Fig. 9 by rule: the caption without its lead frame, minus the decoration tags.
+
+    Tags the mini-world does not know are kept: the rule drops only what it recognises.
+    """
+    from diffchat.data import miniworld
+
+    words = miniworld.word_lists()
+    decoration = {*words.styles, *words.mediums, *words.lighting, *words.quality_tags}
+    content, *tags = (part.strip() for part in prompt.split(","))
+    caption = miniworld.parse_caption(content)
+    if caption is not None:
+        if caption.frame in miniworld.LEAD_FRAMES:
+            caption = replace(caption, frame=None)
+        content = caption.render()
+    return ", ".join([content, *(t for t in tags if t and t.lower() not in decoration)])
+
+
+# --------------------------------------------------------------------------------------
+# Factory and the batch loop
+# --------------------------------------------------------------------------------------
+
+CACHE_FILE = "teacher_cache.jsonl"
+FAILURES_FILE = "failures.jsonl"
+
+
+def make_teacher(spec: str, cache_dir: str | os.PathLike | None = None) -> Teacher:
+    """The teacher a profile names: 'rule', 'openai' (from the environment), or a model.
+
+    Any other spec is a hub id or a local folder of a chat model. With ``cache_dir``,
+    answers are cached in ``cache_dir/teacher_cache.jsonl``.
+    """
+    cache = TeacherCache(Path(cache_dir) / CACHE_FILE) if cache_dir is not None else None
+    if spec == "rule":
+        return RuleTeacher(cache)
+    if spec == "openai":
+        return OpenAITeacher(cache=cache)
+    return LocalTeacher(spec, cache=cache)
+
+
+def ask_many(
+    teacher: Teacher,
+    requests: Sequence[Request],
+    *,
+    workers: int = 1,
+    failures_path: str | os.PathLike | None = None,
+    progress: bool = True,
+    desc: str = "teacher",
+) -> list[str | None]:
+    """Answers for many requests, in order; None where a request failed.
+
+    Cached requests cost nothing, so an interrupted run resumes where it stopped.
+    Failures are appended to ``failures_path`` (default: ``failures.jsonl`` next to the
+    teacher's cache) and skipped; a ``TeacherConfigError`` stops the run. ``workers``
+    sends several requests at once (worth it for a remote endpoint).
+    """
+    from tqdm.auto import tqdm
+
+    if failures_path is None and teacher.cache is not None:
+        failures_path = teacher.cache.path.parent / FAILURES_FILE
+    size = max(1, teacher.batch_size)
+    chunks = [range(s, min(s + size, len(requests))) for s in range(0, len(requests), size)]
+    answers: list[str | None] = [None] * len(requests)
+    failed: list[dict[str, str]] = []
+    bar = tqdm(total=len(requests), desc=desc, disable=not progress)
+
+    def record(chunk: range, results: list[str | TeacherError]) -> None:
+        for j, result in zip(chunk, results, strict=True):
+            if isinstance(result, TeacherError):
+                r = requests[j]
+                failed.append(
+                    {
+                        "task": r.task,
+                        "text": r.text,
+                        "instruction": r.instruction,
+                        "teacher": teacher.name,
+                        "error": str(result),
+                    }
+                )
+            else:
+                answers[j] = result
+        bar.update(len(chunk))
+        if failed:
+            bar.set_postfix(failed=len(failed))
+
+    try:
+        if workers <= 1:
+            for chunk in chunks:
+                record(chunk, teacher.ask_batch([requests[j] for j in chunk]))
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                futures = {
+                    pool.submit(teacher.ask_batch, [requests[j] for j in chunk]): chunk
+                    for chunk in chunks
+                }
+                try:
+                    for future in as_completed(futures):
+                        record(futures[future], future.result())
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+    finally:
+        bar.close()
+        if failed and failures_path is not None:
+            path = Path(failures_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as f:
+                for row in failed:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    if failed:
+        where = f"; see {failures_path}" if failures_path is not None else ""
+        log.warning(
+            "%d of %d teacher requests failed and were skipped%s", len(failed), len(requests), where
+        )
+    return answers
