@@ -1,0 +1,346 @@
+"""Reward labels and text reward models (section 3.3).
+
+PPO needs a reward for every sampled prompt, and making and scoring images inside the
+loop is slow. As BeautifulPrompt does, we label prompts once (prompt -> images -> aesthetic
+score and PickScore) and train one text regression model per score that predicts it from
+the prompt alone. Inputs (BeautifulPrompt): the aesthetic RM sees ``prompt + eos``; the
+PickScore RM sees ``"Input: {raw}\\nOutput: {prompt}{eos}"`` when the raw prompt is known,
+else ``prompt + eos``; long inputs are cut on the left so the end of the prompt stays.
+Labels are standardised for training; the mean and std are saved beside the model and
+undone at prediction, so predictions are in the scorer's own units.
+
+If the tokenizer pads with its eos token, the appended eos counts as padding and the head
+reads the prompt's last real token instead (harmless; BLOOM has a separate pad token).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from diffchat.device import pick_device, pick_dtype
+from diffchat.images import TISModel, create_images
+from diffchat.models import freeze_all_but_last, load_regression_model, load_tokenizer
+from diffchat.profiles import ImageConfig, TrainConfig
+from diffchat.scorers import Scorer
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("aesthetic", "pickscore")
+LABEL_STATS = "label_stats.json"
+
+
+# ---------------------------------------------------------------- reward labels
+
+
+def read_labels(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a labels file; an unfinished last line (a crash mid-write) is skipped."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            if number == len(lines) and not line.endswith("\n"):
+                log.warning("%s: skipping the unfinished last line %d", path, number)
+                break
+            raise ValueError(f"{path}, line {number}: not JSON ({err})") from err
+        for field in ("prompt", *TARGETS):
+            if field not in row:
+                raise ValueError(f"{path}, line {number}: missing field {field!r}")
+        rows.append(row)
+    return rows
+
+
+def _repair_tail(path: Path) -> None:
+    """End the file with a newline before appending: cut an unfinished last line (a crash
+    mid-write), or terminate a complete one."""
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    cut = data.rfind(b"\n") + 1
+    try:
+        json.loads(data[cut:])
+        path.write_bytes(data + b"\n")
+    except json.JSONDecodeError:
+        path.write_bytes(data[:cut])
+
+
+def label_prompts(
+    prompts: Sequence[str],
+    tis: TISModel,
+    aesthetic_scorer: Scorer,
+    pick_scorer: Scorer,
+    out_path: str | os.PathLike,
+    seed: int = 0,
+    batch_size: int = 8,
+    images: ImageConfig | None = None,
+    progress: bool = True,
+) -> Path:
+    """Label prompts with the aesthetic score and PickScore of their image (fixed seed).
+
+    Resumable: rows are appended and flushed as each batch finishes, and a rerun skips the
+    prompts already in the file, so a crash loses at most the batch in flight.
+    ``images`` overrides the model's size, steps and guidance (a profile's ImageConfig).
+    """
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = {row["prompt"] for row in read_labels(out)}
+    todo = [p for p in dict.fromkeys(prompts) if p not in done]
+    if out.exists():
+        _repair_tail(out)
+    log.info("labels: %d prompts done, %d to do -> %s", len(done), len(todo), out)
+    settings: dict[str, Any] = {}
+    if images is not None:
+        settings = dict(steps=images.steps, guidance=images.guidance,
+                        height=images.height, width=images.width)
+    with out.open("a", encoding="utf-8") as f:
+        starts = range(0, len(todo), batch_size)
+        for start in tqdm(starts, desc="reward labels", disable=not progress):
+            batch = todo[start:start + batch_size]
+            imgs = create_images(batch, tis, seed, batch_size=batch_size, progress=False,
+                                 **settings)
+            aes = aesthetic_scorer.score(imgs, batch)
+            pick = pick_scorer.score(imgs, batch)
+            for prompt, a, p in zip(batch, aes, pick, strict=True):
+                f.write(json.dumps({"prompt": prompt, "aesthetic": a, "pickscore": p}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    return out
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _ranks(values: Sequence[float]) -> np.ndarray:
+    """Ranks from 0, ties given the mean of their ranks."""
+    x = np.asarray(values, dtype=float)
+    ranks = np.empty(len(x))
+    ranks[np.argsort(x, kind="mergesort")] = np.arange(len(x))
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    return (np.bincount(inverse, weights=ranks) / counts)[inverse]
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation; 0.0 when either side is constant (no ranking at all)."""
+    if len(a) != len(b):
+        raise ValueError(f"{len(a)} values against {len(b)}")
+    ra, rb = _ranks(a), _ranks(b)
+    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
+        return 0.0
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _mse(a: Sequence[float], b: Sequence[float]) -> float:
+    return float(np.mean((np.asarray(a, float) - np.asarray(b, float)) ** 2))
+
+
+# ---------------------------------------------------------------- text reward models
+
+
+def format_input(target: str, prompt: str, raw: str | None, eos: str) -> str:
+    """The text a reward model reads (BeautifulPrompt's formats)."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown reward target {target!r}: choose one of {', '.join(TARGETS)}")
+    if target == "pickscore" and raw is not None:
+        return f"Input: {raw}\nOutput: {prompt}{eos}"
+    return f"{prompt}{eos}"
+
+
+def _prepare_tokenizer(tokenizer: Any, max_length: int) -> Any:
+    tokenizer.truncation_side = "left"
+    tokenizer.padding_side = "right"
+    tokenizer.model_max_length = max_length
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+class TextRewardModel:
+    """A trained text reward model: prompts in, scores in the scorer's units out."""
+
+    def __init__(self, model: Any, tokenizer: Any, target: str, mean: float, std: float,
+                 max_length: int, device: torch.device):
+        self.model = model.to(device).eval()
+        self.tokenizer = _prepare_tokenizer(tokenizer, max_length)
+        self.target = target
+        self.mean = mean
+        self.std = std
+        self.max_length = max_length
+        self.device = device
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None,
+                        dtype: str = "auto") -> TextRewardModel:
+        """Load a folder written by ``train_reward_model``."""
+        path = Path(path)
+        stats = json.loads((path / LABEL_STATS).read_text())
+        dev = pick_device(str(device) if device is not None else None)
+        model = load_regression_model(path, dtype=dtype, device=dev)
+        return cls(model, load_tokenizer(path), stats["target"], stats["mean"], stats["std"],
+                   stats["max_length"], dev)
+
+    @torch.no_grad()
+    def predict(self, prompts: Sequence[str], raws: Sequence[str | None] | None = None,
+                batch_size: int = 32) -> list[float]:
+        """Predicted scores, batched, without gradients.
+
+        ``raws``: the raw prompt behind each prompt (None where unknown); only the PickScore
+        model reads them.
+        """
+        if raws is not None and len(raws) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(raws)} raw prompts")
+        eos = self.tokenizer.eos_token or ""
+        texts = [format_input(self.target, p, None if raws is None else raws[i], eos)
+                 for i, p in enumerate(prompts)]
+        preds: list[float] = []
+        for start in range(0, len(texts), batch_size):
+            enc = self.tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+                                 max_length=self.max_length, add_special_tokens=False,
+                                 return_tensors="pt").to(self.device)
+            logits = self.model(**enc).logits.squeeze(-1).float().cpu()
+            preds.extend((logits * self.std + self.mean).tolist())
+        return preds
+
+
+def _encode(rows: Sequence[dict], target: str, tokenizer: Any, max_length: int,
+            mean: float, std: float) -> Any:
+    from datasets import Dataset
+
+    eos = tokenizer.eos_token or ""
+    texts = [format_input(target, r["prompt"], r.get("raw"), eos) for r in rows]
+    enc = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=False)
+    labels = [(float(r[target]) - mean) / std for r in rows]
+    return Dataset.from_dict({"input_ids": enc["input_ids"],
+                              "attention_mask": enc["attention_mask"], "labels": labels})
+
+
+def _n_steps(n_rows: int, cfg: TrainConfig) -> int:
+    if cfg.max_steps:
+        return cfg.max_steps
+    per_epoch = math.ceil(n_rows / cfg.batch_size / cfg.grad_accum)
+    return math.ceil(per_epoch * cfg.epochs)
+
+
+def train_reward_model(
+    rows: list[dict],
+    target: str,
+    base: str | Path,
+    out_dir: Path,
+    cfg: TrainConfig,
+    seed: int = 0,
+    eval_rows: list[dict] | None = None,
+) -> dict[str, Any]:
+    """Fit a regression head on ``base`` (a folder or hub id) to predict ``target`` from text.
+
+    ``rows`` are reward labels (``prompt``, the target, optionally ``raw``). Settings come
+    from ``cfg`` (the profile's rm section: Table 3 trains all layers for 1 epoch). The model,
+    tokenizer and label statistics are saved in ``out_dir``. Returns the training losses
+    per step and, with ``eval_rows``, held-out MSE and Spearman beside those of predicting
+    the training mean (``loss_steps`` gives each loss's step: at most ~200 are logged).
+    """
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    if target not in TARGETS:
+        raise ValueError(f"unknown reward target {target!r}: choose one of {', '.join(TARGETS)}")
+    if cfg.lora:
+        raise ValueError("reward models train their layers directly, not LoRA (Table 3, RMs)")
+    if not rows:
+        raise ValueError("no training rows")
+    out_dir = Path(out_dir)
+    labels = np.array([float(r[target]) for r in rows])
+    mean, std = float(labels.mean()), float(labels.std())
+    std = std if std > 0 else 1.0
+
+    device = pick_device()
+    tokenizer = _prepare_tokenizer(load_tokenizer(base), cfg.max_length)
+    # fp32 master weights; the Trainer mixes in bf16 on a GPU that has it (section 4.1).
+    model = load_regression_model(base, dtype="float32", device=device,
+                                  pad_token_id=tokenizer.pad_token_id)
+    freeze_all_but_last(model, cfg.unfreeze_layers)
+    train = _encode(rows, target, tokenizer, cfg.max_length, mean, std)
+
+    args = TrainingArguments(
+        output_dir=str(out_dir),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,
+        bf16=pick_dtype(device, "auto") == torch.bfloat16,
+        logging_steps=max(1, _n_steps(len(rows), cfg) // 200),  # at most ~200 curve points
+        dataloader_pin_memory=device.type == "cuda",
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        disable_tqdm=False,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=train,
+                      data_collator=DataCollatorWithPadding(tokenizer))
+    trainer.train()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainer.save_model(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+    stats = {"target": target, "mean": mean, "std": std, "max_length": cfg.max_length,
+             "n_train": len(rows), "base": str(base)}
+    (out_dir / LABEL_STATS).write_text(json.dumps(stats, indent=2))
+
+    logged = [e for e in trainer.state.log_history if "loss" in e]
+    result: dict[str, Any] = {"target": target, "losses": [e["loss"] for e in logged],
+                              "loss_steps": [e["step"] for e in logged], "label_mean": mean,
+                              "label_std": std, "n_train": len(rows)}
+    if eval_rows:
+        rm = TextRewardModel(trainer.model, tokenizer, target, mean, std, cfg.max_length,
+                             trainer.model.device)
+        y = [float(r[target]) for r in eval_rows]
+        pred = rm.predict([r["prompt"] for r in eval_rows], [r.get("raw") for r in eval_rows])
+        baseline = [mean] * len(y)
+        result.update(
+            n_eval=len(y), y_true=y, y_pred=pred,
+            mse=_mse(y, pred), spearman=spearman(y, pred),
+            baseline_mse=_mse(y, baseline), baseline_spearman=spearman(y, baseline),
+        )
+    return result
+
+
+def plot_reward_fit(y_true: Sequence[float], y_pred: Sequence[float], path_or_ax: Any,
+                    title: str | None = None) -> Any:
+    """Scatter of predicted against true scores with the y = x line.
+
+    ``path_or_ax``: a matplotlib Axes to draw on (returned), or a file path to save a new
+    figure to (the Path is returned). Uses no pyplot state, so it works under Agg.
+    """
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    ax = path_or_ax if isinstance(path_or_ax, Axes) else Figure(figsize=(4, 4)).add_subplot()
+    ax.scatter(y_true, y_pred, s=8, alpha=0.6)
+    lo = float(min(min(y_true), min(y_pred)))
+    hi = float(max(max(y_true), max(y_pred)))
+    ax.plot([lo, hi], [lo, hi], color="grey", linewidth=1, linestyle="--")
+    ax.set_xlabel("true score")
+    ax.set_ylabel("predicted score")
+    ax.set_title(title or f"Spearman {spearman(y_true, y_pred):.3f}")
+    if isinstance(path_or_ax, Axes):
+        return ax
+    path = Path(path_or_ax)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ax.figure.tight_layout()
+    ax.figure.savefig(path, dpi=100)
+    return path
