@@ -1,0 +1,61 @@
+"""Held-out rewrite metrics: edit accuracy, strict, exact match, loops, baselines."""
+
+import pytest
+
+from diffchat.evaluation import (
+    baseline_outputs,
+    edit_correct,
+    evaluate_rewrites,
+    has_loop,
+    metrics_table,
+    normalise,
+)
+
+ROW = {"source_prompt": "a cat in a garden", "instruction": "give it a crown",
+       "beautified_source_prompt": "a cat in a garden, highly detailed",
+       "beautified_target_prompt": "a cat with a crown in a garden, highly detailed",
+       "target_prompt": "a cat with a crown in a garden", "kind": "add", "added": ["crown"],
+       "removed": []}
+
+
+def test_edit_correct_uses_lemmas_and_removed_words():
+    assert edit_correct("two cats wearing crowns", ["crown"], [])
+    assert not edit_correct("a cat", ["crown"], [])
+    assert edit_correct("a dog in a garden", ["dog"], ["cat"])
+    assert not edit_correct("a dog chasing a cat", ["dog"], ["cat"])
+    assert edit_correct("a cat at night", ["night"], [])
+
+
+def test_loops():
+    assert has_loop("a purple purple purple cat")
+    assert has_loop("a cat with a hat with a hat with a hat")
+    assert not has_loop("a cat with a hat, a dog with a bone")
+
+
+def test_baselines_and_normalise():
+    assert baseline_outputs([ROW], "unchanged") == [ROW["beautified_source_prompt"]]
+    assert baseline_outputs([ROW], "append") == ["a cat in a garden, highly detailed, give it a crown"]
+    with pytest.raises(ValueError, match="unknown baseline"):
+        baseline_outputs([ROW], "nope")
+    assert normalise("A  Cat, at NIGHT!") == "a cat at night"
+
+
+def test_strict_and_exact_separate_degenerate_outputs():
+    outputs = {
+        "reference": ROW["beautified_target_prompt"],
+        "dropped the rest": "a crown",
+        "loop": "a cat with a crown crown crown in a garden, highly detailed",
+        "appended": "a cat in a garden, highly detailed, give it a crown",
+    }
+    res = {k: evaluate_rewrites([ROW], [v])["all"] for k, v in outputs.items()}
+    assert res["reference"] == {"n": 1, "edit": 1.0, "strict": 1.0, "exact": 1.0, "loop": 0.0, "ci": 100.0}
+    assert res["dropped the rest"]["edit"] == 1.0 and res["dropped the rest"]["strict"] == 0.0
+    assert res["loop"]["edit"] == 1.0 and res["loop"]["loop"] == 1.0 and res["loop"]["exact"] == 0.0
+    assert res["appended"]["edit"] == 1.0 and res["appended"]["strict"] == 0.0
+    table = metrics_table({"m": evaluate_rewrites([ROW], [ROW["beautified_target_prompt"]])})
+    assert "| add | 1 | 1.000 |" in table
+
+
+def test_missing_metadata_is_named():
+    with pytest.raises(ValueError, match="row 0: field 'kind'"):
+        evaluate_rewrites([{k: v for k, v in ROW.items() if k != "kind"}], ["x"])
