@@ -47,6 +47,7 @@ class StageContext:
     out: Path  # temporary folder; becomes the artifact folder on success
     cache: Path  # survives crashes and reruns (resumable work)
     config: dict[str, Any]
+    key_hash: str = ""
     log: Callable[[str], None] = print
 
     def input(self, name: str) -> Path:
@@ -168,7 +169,8 @@ def run(
     tmp.mkdir()
     cache = final.parent / ".cache" / name
     cache.mkdir(parents=True, exist_ok=True)
-    ctx = StageContext(stage=name, profile=profile, root=root, out=tmp, cache=cache, config=key["config"])
+    ctx = StageContext(stage=name, profile=profile, root=root, out=tmp, cache=cache, config=key["config"],
+                       key_hash=_hash(key))
     start = time.time()
     try:
         summary = stage.fn(ctx) or {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,32 @@ TEST_SPLITS = ("test_seen", "test_unseen")
 
 def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def train_once(ctx: StageContext, train: Callable[[Path], dict]) -> dict:
+    """Run ``train(folder)`` unless this stage, with this exact config, already trained a model.
+
+    The model is kept in the stage's cache under its config hash, so a crash later in the stage
+    (evaluation, say) does not throw away hours of training: the rerun goes straight on.
+    """
+    done = ctx.cache / f"model-{ctx.key_hash}"
+    if not (done / "train_log.json").is_file():
+        tmp = ctx.cache / f".training-{ctx.key_hash}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        train(tmp)
+        shutil.rmtree(done, ignore_errors=True)
+        tmp.rename(done)
+    else:
+        ctx.log(f"{ctx.stage}: reusing the model trained with this config in {done}")
+    shutil.copytree(done, ctx.out, dirs_exist_ok=True, copy_function=_link_or_copy)
+    return json.loads((done / "train_log.json").read_text())
 
 
 # ---- data (section 3.1: raw edit triplets and <simplified, high-quality> pairs) --------
@@ -134,8 +161,9 @@ def pb_stage(ctx: StageContext) -> dict:
 
     data = ctx.input("data")
     train = read_split(data, "train", "pb")
-    log = train_pb(train, base_path(ctx), ctx.out, ctx.profile.pb, seed=ctx.profile.data.seed,
-                   dtype=ctx.profile.models.dtype, log=ctx.log)
+    log = train_once(ctx, lambda out: train_pb(train, base_path(ctx), out, ctx.profile.pb,
+                                               seed=ctx.profile.data.seed,
+                                               dtype=ctx.profile.models.dtype, log=ctx.log))
     test = read_split(data, "test", "pb")[:300]
     pb = PBModel.from_pretrained(ctx.out)
     inputs = [r["simplified"] for r in test]
@@ -212,9 +240,10 @@ def sft_stage(ctx: StageContext) -> dict:
     from diffchat.sft import sft_rows, train_completion_model
 
     ipe = ctx.input("instructpe")
-    log = train_completion_model(sft_rows(read_instructpe(ipe, "train")), base_path(ctx), ctx.out,
-                                 ctx.profile.sft, seed=ctx.profile.data.seed,
-                                 dtype=ctx.profile.models.dtype, log=ctx.log)
+    rows = sft_rows(read_instructpe(ipe, "train"))
+    log = train_once(ctx, lambda out: train_completion_model(
+        rows, base_path(ctx), out, ctx.profile.sft, seed=ctx.profile.data.seed,
+        dtype=ctx.profile.models.dtype, log=ctx.log))
     model = DiffChat.from_pretrained(ctx.out, max_length=max(ctx.profile.sft.max_length, 128))
     evaluation = {split: evaluate_model(model, read_instructpe(ipe, split)) for split in TEST_SPLITS}
     _write_json(ctx.out / "sft_eval.json", {"splits": evaluation, "loss": log["loss"],
@@ -239,8 +268,6 @@ def _rewards_config(p: Profile) -> dict:
           config=_rewards_config,
           description="label prompts with image scores; train the aesthetic and PickScore text RMs")
 def rewards_stage(ctx: StageContext) -> dict:
-    import shutil
-
     from diffchat.images import load_tis
     from diffchat.reward_models import TARGETS, label_prompts, read_labels, train_reward_model
     from diffchat.scorers import profile_scorer

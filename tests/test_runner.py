@@ -102,3 +102,35 @@ def test_profiles_are_kept_apart_and_inputs_can_be_required(tmp_path):
 def test_runs_root_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFCHAT_RUNS", str(tmp_path / "drive"))
     assert runner.stage_dir("x", "paper") == tmp_path / "drive" / "paper" / "x"
+
+
+def test_train_once_keeps_a_trained_model_across_a_later_crash(tmp_path):
+    from diffchat.stages import train_once
+
+    trained = []
+
+    def train(folder):
+        trained.append(1)
+        folder.mkdir(parents=True)
+        (folder / "weights.bin").write_text("w")
+        (folder / "train_log.json").write_text('{"steps": 3}')
+        return {"steps": 3}
+
+    @runner.register("toy_train", outputs=("weights.bin",))
+    def toy_train(ctx):
+        log = train_once(ctx, train)
+        if KNOB["fail"]:
+            raise RuntimeError("evaluation crashed")
+        return log
+
+    try:
+        KNOB["fail"] = True
+        with pytest.raises(RuntimeError, match="evaluation crashed"):
+            runner.run("toy_train", "tiny", tmp_path)
+        KNOB["fail"] = False
+        out = runner.run("toy_train", "tiny", tmp_path)
+        assert trained == [1], "the rerun reuses the model trained before the crash"
+        assert (out / "weights.bin").read_text() == "w"
+        assert runner.read_manifest("toy_train", "tiny", tmp_path)["summary"] == {"steps": 3}
+    finally:
+        runner.STAGES.pop("toy_train")
