@@ -179,8 +179,13 @@ def pb_stage(ctx: StageContext) -> dict:
 # ---- instructpe: Fig. 2 ----------------------------------------------------------------
 
 
+def teacher_spec(p: Profile) -> str:
+    """$DIFFCHAT_TEACHER ('rule', 'openai', a model id or folder) overrides the profile's."""
+    return os.environ.get("DIFFCHAT_TEACHER") or p.models.teacher
+
+
 @register("instructpe", inputs=("data", "pb"), outputs=("InstructPE_train.json", "funnel.json"),
-          config=lambda p: {"teacher": p.models.teacher, "ci_threshold": p.ppo.ci_threshold},
+          config=lambda p: {"teacher": teacher_spec(p), "ci_threshold": p.ppo.ci_threshold},
           description="assemble InstructPE: PB beautification, T_A/T_B teacher, filters (Fig. 2)")
 def instructpe_stage(ctx: StageContext) -> dict:
     from diffchat.data.loaders import save_instructpe
@@ -189,7 +194,7 @@ def instructpe_stage(ctx: StageContext) -> dict:
     from diffchat.pb import PBModel
 
     pb = PBModel.from_pretrained(ctx.input("pb"))
-    teacher = make_teacher(ctx.profile.models.teacher, cache_dir=ctx.cache)
+    teacher = make_teacher(teacher_spec(ctx.profile), cache_dir=ctx.cache)
     funnels, summary = {}, {}
     for split in SPLITS:
         triplets = read_split(ctx.input("data"), split)
