@@ -570,11 +570,9 @@ def test_rule_teacher_summary_recovers_the_simplified_prompts():
     assert teacher.summarise(
         "A portrait of a camel in a rainforest, oil painting, soft light, 8k"
     ) == ("a camel in a rainforest")
-    # Tags the mini-world does not know are kept, not guessed at.
-    assert (
-        teacher.summarise("a camel in a rainforest, 8k, by someone")
-        == "a camel in a rainforest, by someone"
-    )
+    # A prompt whose caption is not a mini-world caption cannot be summarised by rule.
+    with pytest.raises(TeacherError, match="rule teacher cannot summarise"):
+        teacher.summarise("zebras quietly contemplating quantum physics, 8k")
 
 
 def test_rule_teacher_writes_targets_and_sources(tmp_path):

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -572,8 +572,7 @@ class RuleTeacher(Teacher):
     """Deterministic offline teacher for the tiny profile, built on the mini-world's rules.
 
     T_A and T_B apply or invert the instruction with the mini-world's edit rules; the
-    summary (Fig. 9) drops the style, medium, lighting and quality tags and the
-    "a portrait of" lead that beautification adds. A request the rules cannot answer
+    summary (Fig. 9) is ``miniworld.simplify_prompt``, the inverse of its beautification. A request the rules cannot answer
     is a ``TeacherError``, which ``ask_many`` records and skips.
     """
 
@@ -583,7 +582,7 @@ class RuleTeacher(Teacher):
         from diffchat.data import miniworld
 
         if request.task == "summarise":
-            answer = _rule_summary(request.text)
+            answer = miniworld.simplify_prompt(request.text)
         elif request.task == "write_target":
             answer = miniworld.apply_instruction(request.text, request.instruction)
         else:
@@ -594,24 +593,6 @@ class RuleTeacher(Teacher):
                 f"{request.text!r} with {request.instruction!r}"
             )
         return answer
-
-
-def _rule_summary(prompt: str) -> str:
-    """Fig. 9 by rule: the caption without its lead frame, minus the decoration tags.
-
-    Tags the mini-world does not know are kept: the rule drops only what it recognises.
-    """
-    from diffchat.data import miniworld
-
-    words = miniworld.word_lists()
-    decoration = {*words.styles, *words.mediums, *words.lighting, *words.quality_tags}
-    content, *tags = (part.strip() for part in prompt.split(","))
-    caption = miniworld.parse_caption(content)
-    if caption is not None:
-        if caption.frame in miniworld.LEAD_FRAMES:
-            caption = replace(caption, frame=None)
-        content = caption.render()
-    return ", ".join([content, *(t for t in tags if t and t.lower() not in decoration)])
 
 
 # --------------------------------------------------------------------------------------
