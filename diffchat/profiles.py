@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -296,11 +297,25 @@ SECTION_SOURCES = {
 PROFILES: dict[str, Profile] = {p.name: p for p in (TINY, SMALL, PAPER)}
 
 
+# CI's shortened tiny run ($DIFFCHAT_QUICK=1): the same code on less data and fewer steps,
+# so that executing every notebook stays well inside CI's time. Its numbers are not the
+# course's: `make course` runs the full tiny profile.
+QUICK_OVERRIDES = {
+    "data": {"n_triplets": 4_000, "n_pb_pairs": 4_000, "n_test": 100, "n_reward_labels": 200},
+    "pb": {"max_steps": 300},
+    "sft": {"max_steps": 400},
+}
+
+
 def get_profile(name: str | Profile | None = None) -> Profile:
-    """The named profile; None means the default (tiny)."""
+    """The named profile; None means the default (tiny). $DIFFCHAT_QUICK=1 shortens tiny."""
     if isinstance(name, Profile):
         return name
     name = name or DEFAULT_PROFILE
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILE_NAMES)}")
-    return PROFILES[name]
+    profile = PROFILES[name]
+    if name == "tiny" and os.environ.get("DIFFCHAT_QUICK") == "1":
+        profile = replace(profile.with_overrides(**QUICK_OVERRIDES),
+                          description=profile.description + " QUICK: CI's shortened run.")
+    return profile

@@ -11,8 +11,11 @@ NOTEBOOKS = list_notebooks()
 
 @pytest.fixture(scope="session")
 def course_runs(tmp_path_factory):
+    """One runs folder for the session, so each notebook finds the stages the previous built.
+    CI's shortened tiny run unless DIFFCHAT_QUICK=0 asks for the full one."""
     root = os.environ.get("DIFFCHAT_TEST_RUNS") or tmp_path_factory.mktemp("runs")
     os.environ["DIFFCHAT_RUNS"] = str(root)
+    os.environ.setdefault("DIFFCHAT_QUICK", "1")
     return root
 
 

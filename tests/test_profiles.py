@@ -36,3 +36,12 @@ def test_overrides_and_describe():
         p.with_overrides(nope={"a": 1})
     text = get_profile("paper").describe()
     assert "Table 3, RL column" in text and "vci_alpha" in text
+
+
+def test_quick_tiny_is_explicit(monkeypatch):
+    monkeypatch.setenv("DIFFCHAT_QUICK", "1")
+    quick = get_profile("tiny")
+    assert "QUICK" in quick.description and quick.sft.max_steps < PROFILES["tiny"].sft.max_steps
+    assert get_profile("paper") is PROFILES["paper"]
+    monkeypatch.delenv("DIFFCHAT_QUICK")
+    assert get_profile("tiny") is PROFILES["tiny"]
