@@ -34,6 +34,25 @@ def check_text(value: Any, field: str, index: int | None = None) -> str:
     return value.strip()
 
 
+class NoRepeatOutputNGram:
+    """Logits processor: no n-gram twice among the tokens generated after ``start``."""
+
+    def __init__(self, n: int, start: int):
+        self.n, self.start = n, start
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids[:, self.start:]
+        if generated.shape[1] < self.n - 1:
+            return scores
+        for row, seq in enumerate(generated.tolist()):
+            head = seq[len(seq) - self.n + 1:] if self.n > 1 else []
+            banned = [seq[i + self.n - 1] for i in range(len(seq) - self.n + 1)
+                      if seq[i:i + self.n - 1] == head]
+            if banned:
+                scores[row, banned] = float("-inf")
+        return scores
+
+
 class TemplateLM:
     """A causal LM that continues a filled-in template; the base of DiffChat and the PB model."""
 
@@ -91,8 +110,13 @@ class TemplateLM:
 
     @torch.no_grad()
     def generate(self, texts: list[str], *, batch_size: int = 32, progress: bool = False,
-                 **decoding: Any) -> list[str]:
-        """Continue each filled-in template; returns only the new text, stripped."""
+                 no_repeat_output_ngram: int = 0, **decoding: Any) -> list[str]:
+        """Continue each filled-in template; returns only the new text, stripped.
+
+        ``no_repeat_output_ngram=n`` forbids repeating an n-gram of the *output*. (The
+        library's ``no_repeat_ngram_size`` also counts the prompt, so it forbids copying
+        the input prompt, which is most of a rewrite.)
+        """
         opts = {**DEFAULT_DECODING, **decoding}
         outputs: list[str] = []
         starts = range(0, len(texts), batch_size)
@@ -104,8 +128,14 @@ class TemplateLM:
             chunk = texts[start:start + batch_size]
             enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
             enc = {k: v.to(self.device) for k, v in enc.items()}
+            extra = {}
+            if no_repeat_output_ngram:
+                from transformers import LogitsProcessorList
+
+                extra["logits_processor"] = LogitsProcessorList(
+                    [NoRepeatOutputNGram(no_repeat_output_ngram, enc["input_ids"].shape[1])])
             out = self.model.generate(**enc, pad_token_id=self.tokenizer.pad_token_id,
-                                      eos_token_id=self.tokenizer.eos_token_id, **opts)
+                                      eos_token_id=self.tokenizer.eos_token_id, **extra, **opts)
             new = out[:, enc["input_ids"].shape[1]:]
             outputs += [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
         return outputs

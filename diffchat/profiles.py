@@ -268,13 +268,13 @@ TINY = Profile(
     models=ModelIds(
         policy="tiny", pb="tiny", reward="tiny", teacher="rule", tis=("tiny",), **_TINY_SCORERS
     ),
-    data=DataConfig(source="miniworld", n_triplets=20_000, n_pb_pairs=4_000, n_test=300,
+    data=DataConfig(source="miniworld", n_triplets=20_000, n_pb_pairs=20_000, n_test=300,
                     n_reward_labels=1_000),
     # A scratch run on 2 CPU cores: hidden 128, 4 layers, batch 16, lr 3e-3 (DESIGN 2).
     sft=TrainConfig(epochs=1, batch_size=16, max_length=128, lr=3e-3, unfreeze_layers=None,
-                    weight_decay=0.0, max_steps=1500, warmup_ratio=0.03),
+                    weight_decay=0.0, max_steps=1000, warmup_ratio=0.03),
     pb=TrainConfig(epochs=1, batch_size=16, max_length=128, lr=3e-3, unfreeze_layers=None,
-                   weight_decay=0.0, max_steps=600, warmup_ratio=0.03),
+                   weight_decay=0.0, max_steps=1200, warmup_ratio=0.03),
     rm=TrainConfig(epochs=3, batch_size=32, max_length=64, lr=1e-3, unfreeze_layers=None,
                    weight_decay=1e-3),
     rl=TrainConfig(epochs=2, batch_size=32, max_length=128, lr=3e-4, unfreeze_layers=2,

@@ -156,3 +156,15 @@ def test_small_profile_lora_step_on_offline_smollm2(tmp_path):
     assert log["steps"] == 1 and log["lora"] and torch.isfinite(torch.tensor(log["loss"][0]["loss"]))
     assert isinstance(DiffChat.from_pretrained(tmp_path).rewrite("a cat", "add a hat",
                                                                  max_new_tokens=5), str)
+
+
+def test_no_repeat_output_ngram_blocks_only_the_outputs_repeats():
+    from diffchat.model import NoRepeatOutputNGram
+
+    # prompt = [5, 6, 7]; generated so far = [5, 6, 9, 5, 6]: the 3-gram (5, 6, 9) is in the
+    # output, so after (5, 6) the token 9 is banned; 7 (which only the prompt has) is not.
+    ids = torch.tensor([[5, 6, 7, 5, 6, 9, 5, 6]])
+    scores = torch.zeros(1, 12)
+    out = NoRepeatOutputNGram(3, start=3)(ids, scores.clone())
+    assert out[0, 9] == float("-inf")
+    assert torch.isfinite(out[0, [7, 5, 6]]).all()

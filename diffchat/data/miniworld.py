@@ -886,7 +886,9 @@ def beautify(simplified: str, rng: random.Random) -> str | None:
     """A high-quality prompt for a simplified caption: the same content, a lead, then tags.
 
     The rule the PB pairs are written with (Fig. 8's shape): maybe "a portrait of ...", then a
-    style tag, a medium tag (when the caption names none), lighting, and 3-6 quality tags.
+    style tag, a medium tag (when the caption names none), lighting, and 3 quality tags.
+    The fixed count gives the end of a prompt a learnable place: with a varying count a
+    greedy decoder never finds end-of-sequence the likeliest token and loops on tags.
     None when the caption is not a mini-world caption.
     """
     caption = parse_caption(simplified)
@@ -902,7 +904,7 @@ def beautify(simplified: str, rng: random.Random) -> str | None:
     if not caption.medium and rng.random() < 0.85:
         tags.append(rng.choice(words.mediums))
     tags += rng.sample(words.lighting, 1 if rng.random() < 0.8 else 2)
-    tags += rng.sample(words.quality_tags, rng.randint(3, 6))
+    tags += rng.sample(words.quality_tags, 3)
     return ", ".join([caption.render(), *tags])
 
 
