@@ -200,7 +200,9 @@ def instructpe_stage(ctx: StageContext) -> dict:
         triplets = read_split(ctx.input("data"), split)
         if not triplets:
             continue
-        rows, funnel = assemble(triplets, pb.beautify, teacher, ctx.cache / split,
+        # PB outputs depend on the PB model: cache them under this stage's config hash, which
+        # covers the pb stage's. Teacher answers are keyed by their request and shared.
+        rows, funnel = assemble(triplets, pb.beautify, teacher, ctx.cache / f"pb-{ctx.key_hash}" / split,
                                 quality_filter=ci_quality_filter(ctx.profile.ppo.ci_threshold))
         save_instructpe(rows, ctx.out / f"InstructPE_{split}.json")
         funnels[split] = funnel.steps
