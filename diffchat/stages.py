@@ -8,6 +8,7 @@ folder; modules are imported inside the stage so that `diffchat --help` stays fa
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -57,7 +58,7 @@ def train_once(ctx: StageContext, train: Callable[[Path], dict]) -> dict:
 
 
 @register("data", outputs=("triplets_train.jsonl", "pb_train.jsonl"),
-          config=lambda p: p.section("data"),
+          config=lambda p: {k: v for k, v in p.section("data").items() if k != "n_reward_labels"},
           description="raw edit triplets and <simplified, high-quality> prompt pairs")
 def data_stage(ctx: StageContext) -> dict:
     cfg = ctx.profile.data
@@ -268,7 +269,8 @@ def sft_stage(ctx: StageContext) -> dict:
 def _rewards_config(p: Profile) -> dict:
     m = p.models
     return {"rm": p.section("rm"), "images": p.section("images"), "n": p.data.n_reward_labels,
-            "tis": m.tis[0], "aesthetic": m.aesthetic, "pickscore": m.pickscore, "base": m.reward}
+            "tis": m.tis[0], "aesthetic": m.aesthetic, "pickscore": m.pickscore,
+            "pickscore_processor": m.pickscore_processor, "base": m.reward}
 
 
 @register("rewards", inputs=("instructpe", "base"), outputs=("labels.jsonl", "rewards_eval.json"),
@@ -282,20 +284,27 @@ def rewards_stage(ctx: StageContext) -> dict:
     p = ctx.profile
     rows = read_instructpe(ctx.input("instructpe"), "train")[:p.data.n_reward_labels]
     raw_of = {r["beautified_target_prompt"]: r["beautified_source_prompt"] for r in rows}
-    labels_path = ctx.cache / "labels.jsonl"
+    # Labels depend on the TIS model, the scorers and the image settings: cache them per setup.
+    setup = {k: v for k, v in _rewards_config(p).items() if k not in ("rm", "n", "base")}
+    tag = hashlib.sha256(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    labels_path = ctx.cache / f"labels-{tag}.jsonl"
     label_prompts(list(raw_of), load_tis(p.models.tis[0]), profile_scorer("aesthetic", p),
                   profile_scorer("pickscore", p), labels_path, seed=p.images.seeds[0], images=p.images)
-    labels = [{**r, "raw": raw_of.get(r["prompt"])} for r in read_labels(labels_path)]
-    shutil.copy(labels_path, ctx.out / "labels.jsonl")
+    by_prompt = {r["prompt"]: r for r in read_labels(labels_path)}
+    labels = [{**by_prompt[q], "raw": raw} for q, raw in raw_of.items()]
+    with (ctx.out / "labels.jsonl").open("w", encoding="utf-8") as f:
+        for r in labels:
+            f.write(json.dumps({k: r[k] for k in ("prompt", *TARGETS)}) + "\n")
+    reward_base = base_path(ctx) if p.models.reward in ("tiny", p.models.policy) else p.models.reward
     n_eval = max(1, len(labels) // 5)
     train, held_out = labels[n_eval:], labels[:n_eval]
     results = {}
     for target in TARGETS:
-        res = train_reward_model(train, target, base_path(ctx), ctx.out / f"rm_{target}", p.rm,
+        res = train_reward_model(train, target, reward_base, ctx.out / f"rm_{target}", p.rm,
                                  seed=p.data.seed, eval_rows=held_out)
         results[target] = res
     _write_json(ctx.out / "rewards_eval.json", results)
-    return {t: {k: round(r[k], 4) for k in ("mse", "spearman", "baseline_mse", "baseline_spearman")}
+    return {t: {k: float(f"{r[k]:.4g}") for k in ("mse", "spearman", "baseline_mse", "baseline_spearman")}
             for t, r in results.items()}
 
 

@@ -133,9 +133,6 @@ def test_rewards_stage_labels_trains_and_evaluates(fake_inputs, profile):
     assert json.loads((out / runner.MANIFEST).read_text())["finished"] == manifest["finished"]
 
 
-@pytest.mark.xfail(reason="rewards_stage reuses cached labels made with other image settings: "
-                          "the label cache file must be keyed by the labelling config",
-                   strict=False)
 def test_rewards_stage_relabels_when_image_settings_change(fake_inputs, profile):
     root = fake_inputs
     first = read_labels(runner.run("rewards", profile, root, ensure_inputs=False) / "labels.jsonl")
@@ -147,13 +144,9 @@ def test_rewards_stage_relabels_when_image_settings_change(fake_inputs, profile)
     assert [r["pickscore"] for r in second] != pytest.approx([r["pickscore"] for r in first])
 
 
-@pytest.mark.xfail(reason="rewards_stage trains on every cached label, also those of prompts "
-                          "it no longer labels: filter read_labels by the current prompts",
-                   strict=False)
 def test_rewards_stage_uses_only_the_current_prompts(fake_inputs, profile):
     root = fake_inputs
     runner.run("rewards", profile, root, ensure_inputs=False)
-    # n_reward_labels sits in the data section: the (fake) inputs are rebuilt too.
     fewer = replace(profile, data=replace(profile.data, n_reward_labels=10))
     out = runner.run("rewards", fewer, root)
     assert len(read_labels(out / "labels.jsonl")) == 10
