@@ -22,7 +22,7 @@ import torch
 
 from diffchat.profiles import TEMPLATE_T
 
-DEFAULT_DECODING: dict[str, Any] = {"max_new_tokens": 96, "do_sample": False, "repetition_penalty": 1.0}
+DEFAULT_DECODING: dict[str, Any] = {"do_sample": False, "repetition_penalty": 1.0}
 
 
 def check_text(value: Any, field: str, index: int | None = None) -> str:
@@ -71,6 +71,8 @@ class TemplateLM:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.template = template or self.template
         self.max_length = max_length
+        # Half the budget for the output, at most 96 tokens (a long prompt is ~75 tokens).
+        self.max_new_tokens = min(96, max_length // 2)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, *, device: str | None = None,
@@ -117,7 +119,7 @@ class TemplateLM:
         library's ``no_repeat_ngram_size`` also counts the prompt, so it forbids copying
         the input prompt, which is most of a rewrite.)
         """
-        opts = {**DEFAULT_DECODING, **decoding}
+        opts = {"max_new_tokens": self.max_new_tokens, **DEFAULT_DECODING, **decoding}
         outputs: list[str] = []
         starts = range(0, len(texts), batch_size)
         if progress:
@@ -151,7 +153,7 @@ class DiffChat(TemplateLM):
             raise ValueError(f"{len(prompts)} prompts but {len(instructions)} instructions")
         xs = [check_text(p, "prompt", n) for n, p in enumerate(prompts)]
         ins = [check_text(i, "instruction", n) for n, i in enumerate(instructions)]
-        new = decoding.get("max_new_tokens", DEFAULT_DECODING["max_new_tokens"])
+        new = decoding.get("max_new_tokens", self.max_new_tokens)
         texts = [self.fill(new, x=x, i=i) for x, i in zip(xs, ins)]
         return self.generate(texts, batch_size=batch_size, progress=progress, **decoding)
 

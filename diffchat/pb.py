@@ -56,7 +56,7 @@ class PBModel(TemplateLM):
 
     def beautify(self, prompts: Sequence[str], *, batch_size: int = 64, progress: bool = False,
                  **decoding: Any) -> list[str]:
-        new = decoding.get("max_new_tokens", 96)
+        new = decoding.get("max_new_tokens", self.max_new_tokens)
         texts = [self.fill(new, x=p.strip()) for p in prompts]
         decoding = {"no_repeat_output_ngram": 2, **decoding}
         return self.generate(texts, batch_size=batch_size, progress=progress, **decoding)

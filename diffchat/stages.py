@@ -252,7 +252,9 @@ def sft_stage(ctx: StageContext) -> dict:
     log = train_once(ctx, lambda out: train_completion_model(
         rows, base_path(ctx), out, ctx.profile.sft, seed=ctx.profile.data.seed,
         dtype=ctx.profile.models.dtype, log=ctx.log))
-    model = DiffChat.from_pretrained(ctx.out, max_length=max(ctx.profile.sft.max_length, 128))
+    # Tiny trains on sequences of at most 128 tokens (all of its rows fit); at inference the
+    # budget also has to hold 96 new tokens, so it is at least 192.
+    model = DiffChat.from_pretrained(ctx.out, max_length=max(ctx.profile.sft.max_length, 192))
     evaluation = {split: evaluate_model(model, read_instructpe(ipe, split)) for split in TEST_SPLITS}
     _write_json(ctx.out / "sft_eval.json", {"splits": evaluation, "loss": log["loss"],
                                             "seconds": log["seconds"], "steps": log["steps"]})
