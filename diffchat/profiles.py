@@ -49,6 +49,10 @@ class ModelIds:
     hps: str  # HPS v2
     clip: str  # CLIP-S and D-CLIP-S backbone
     dtype: str = "auto"  # 'auto' picks bf16 on a GPU that has it (section 4.1), fp32 on CPU
+    # What SFT starts from: 'base' (the pretrained backbone, as in the paper) or 'pb' (the
+    # trained PB model: a random-init tiny model has no pretraining, and the PB model has
+    # already learned to copy a prompt, which is most of a rewrite).
+    sft_init: str = "base"
 
 
 @dataclass(frozen=True)
@@ -266,13 +270,16 @@ TINY = Profile(
     name="tiny",
     description="Random-init BLOOM-architecture models built from configs: any CPU, minutes (CI).",
     models=ModelIds(
-        policy="tiny", pb="tiny", reward="tiny", teacher="rule", tis=("tiny",), **_TINY_SCORERS
+        policy="tiny", pb="tiny", reward="tiny", teacher="rule", tis=("tiny",), sft_init="pb",
+        **_TINY_SCORERS,
     ),
     data=DataConfig(source="miniworld", n_triplets=20_000, n_pb_pairs=20_000, n_test=300,
                     n_reward_labels=1_000),
     # A scratch run on 2 CPU cores: hidden 128, 4 layers, batch 16, lr 3e-3 (DESIGN 2).
+    # SFT from the PB model: 1000 steps reached 0.94 edit accuracy on seen subjects, where
+    # 1500 steps from the random base reached 0.79 (same InstructPE, measured).
     sft=TrainConfig(epochs=1, batch_size=16, max_length=128, lr=3e-3, unfreeze_layers=None,
-                    weight_decay=0.0, max_steps=1500, warmup_ratio=0.03),
+                    weight_decay=0.0, max_steps=1000, warmup_ratio=0.03),
     pb=TrainConfig(epochs=1, batch_size=16, max_length=128, lr=3e-3, unfreeze_layers=None,
                    weight_decay=0.0, max_steps=1200, warmup_ratio=0.03),
     rm=TrainConfig(epochs=3, batch_size=32, max_length=64, lr=1e-3, unfreeze_layers=None,

@@ -240,8 +240,15 @@ def evaluate_model(model, rows: list[dict]) -> dict:
     }
 
 
-@register("sft", inputs=("instructpe", "base"), outputs=("config.json", "sft_eval.json"),
-          config=lambda p: {"sft": p.section("sft"), "base": p.models.policy},
+def sft_init(ctx: StageContext) -> str:
+    """Where SFT starts: the base model, or (tiny) the trained PB model."""
+    if ctx.profile.models.sft_init == "pb":
+        return str(ctx.input("pb"))
+    return base_path(ctx)
+
+
+@register("sft", inputs=("instructpe", "base", "pb"), outputs=("config.json", "sft_eval.json"),
+          config=lambda p: {"sft": p.section("sft"), "base": p.models.policy, "init": p.models.sft_init},
           description="supervised fine-tuning with template T, loss on y only (section 3.2)")
 def sft_stage(ctx: StageContext) -> dict:
     from diffchat.model import DiffChat
@@ -250,7 +257,7 @@ def sft_stage(ctx: StageContext) -> dict:
     ipe = ctx.input("instructpe")
     rows = sft_rows(read_instructpe(ipe, "train"))
     log = train_once(ctx, lambda out: train_completion_model(
-        rows, base_path(ctx), out, ctx.profile.sft, seed=ctx.profile.data.seed,
+        rows, sft_init(ctx), out, ctx.profile.sft, seed=ctx.profile.data.seed,
         dtype=ctx.profile.models.dtype, log=ctx.log))
     # Tiny trains on sequences of at most 128 tokens (all of its rows fit); at inference the
     # budget also has to hold 96 new tokens, so it is at least 192.
