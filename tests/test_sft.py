@@ -66,7 +66,7 @@ def test_training_saves_a_model_and_its_loss_curve(trained):
     assert not (out / "trainer").exists()
 
 
-def test_loss_is_on_the_completion_only(base):
+def test_loss_is_on_the_completion_only(base, tmp_path):
     """The collator masks the prompt: labels are -100 exactly over T(x, i)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -77,7 +77,7 @@ def test_loss_is_on_the_completion_only(base):
     rows = sft_rows(_rows(4))
     trainer = SFTTrainer(model=load_causal_lm(base), processing_class=tok,
                          train_dataset=Dataset.from_list(rows),
-                         args=SFTConfig(output_dir="/tmp/unused-sft", completion_only_loss=True,
+                         args=SFTConfig(output_dir=str(tmp_path), completion_only_loss=True,
                                         max_length=128, report_to="none", use_cpu=True))
     batch = trainer.data_collator([trainer.train_dataset[0]])
     labels = batch["labels"][0]
