@@ -281,7 +281,7 @@ TINY = Profile(
     sft=TrainConfig(epochs=1, batch_size=16, max_length=128, lr=3e-3, unfreeze_layers=None,
                     weight_decay=0.0, max_steps=1000, warmup_ratio=0.03),
     pb=TrainConfig(epochs=1, batch_size=16, max_length=128, lr=3e-3, unfreeze_layers=None,
-                   weight_decay=0.0, max_steps=1200, warmup_ratio=0.03),
+                   weight_decay=0.0, max_steps=1500, warmup_ratio=0.03),
     rm=TrainConfig(epochs=3, batch_size=32, max_length=64, lr=1e-3, unfreeze_layers=None,
                    weight_decay=1e-3),
     rl=TrainConfig(epochs=2, batch_size=32, max_length=128, lr=3e-4, unfreeze_layers=2,
