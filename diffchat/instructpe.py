@@ -44,7 +44,24 @@ class Funnel:
         for s in self.steps:
             why = ", ".join(f"{k}: {v}" for k, v in s["dropped"].items()) or "-"
             lines.append(f"| {s['step']} | {s['kept']} | {why} |")
+        warning = self.shortfall()
+        if warning:
+            lines += ["", f"**Warning:** {warning}"]
         return "\n".join(lines)
+
+    def shortfall(self, min_share: float = 0.5) -> str | None:
+        """A one-line warning when fewer than ``min_share`` of the raw rows survived, naming
+        the step that dropped most and why; None when the split came through."""
+        if not self.steps or not self.steps[0]["kept"]:
+            return None
+        raw, kept = self.steps[0]["kept"], self.steps[-1]["kept"]
+        if kept >= min_share * raw:
+            return None
+        losses = [(before["kept"] - after["kept"], after) for before, after in zip(self.steps, self.steps[1:])]
+        lost, worst = max(losses, key=lambda item: item[0])
+        why = ", ".join(f"{k}: {v}" for k, v in worst["dropped"].items()) or "no reason recorded"
+        return (f"only {kept} of {raw} rows kept; the step '{worst['step']}' dropped {lost} ({why})"
+                + (": the split is empty" if kept == 0 else ""))
 
 
 class _JsonlMemo:

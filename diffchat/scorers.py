@@ -213,22 +213,41 @@ class ClipScorer(Scorer):
         return 100 * self._cosine(images, texts).clamp(min=0).cpu()
 
 
+# A direction between two unit vectors shorter than this is no direction: the same text (or
+# image) encoded twice differs in its last bits with the batch and the processor, and
+# normalising that noise into a unit vector would give an arbitrary cosine. Two different
+# prompts that differ by one word are about 1e-2 apart in CLIP space, far above it.
+DIRECTION_TOL = 1e-4
+
+
+def directional_similarity(i0: torch.Tensor, i1: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor,
+                           tol: float = DIRECTION_TOL) -> torch.Tensor:
+    """cos(I1 - I0, T1 - T0) of L2-normalised features, row by row; 0 where either direction's
+    norm is below ``tol`` (an unchanged image or text has no direction to agree with)."""
+    di = F.normalize(i1.float(), dim=-1) - F.normalize(i0.float(), dim=-1)
+    dt = F.normalize(t1.float(), dim=-1) - F.normalize(t0.float(), dim=-1)
+    ni, nt = di.norm(dim=-1), dt.norm(dim=-1)
+    cos = (di * dt).sum(-1) / (ni * nt).clamp(min=tol * tol)
+    return torch.where((ni < tol) | (nt < tol), torch.zeros_like(cos), cos)
+
+
 class DirectionalClipScorer(Scorer):
     """D-CLIP-S: cos(I1 - I0, T1 - T0) of L2-normalised CLIP features.
 
     ``images`` are (image0, image1) pairs (raw and edited image) and ``texts`` the matching
-    (text0, text1) pairs (raw and target prompt).
+    (text0, text1) pairs (raw and target prompt). See ``directional_similarity`` for the
+    case of no change.
     """
 
     kind = "dclip"
 
     def _score(self, images: list[tuple], texts: list[tuple]) -> torch.Tensor:
         enc = self.encoder
-        i0 = F.normalize(enc.images([pair[0] for pair in images]), dim=-1)
-        i1 = F.normalize(enc.images([pair[1] for pair in images]), dim=-1)
-        t0 = F.normalize(enc.texts([pair[0] for pair in texts]), dim=-1)
-        t1 = F.normalize(enc.texts([pair[1] for pair in texts]), dim=-1)
-        return F.cosine_similarity(i1 - i0, t1 - t0, dim=-1).cpu()
+        i0 = enc.images([pair[0] for pair in images])
+        i1 = enc.images([pair[1] for pair in images])
+        t0 = enc.texts([pair[0] for pair in texts])
+        t1 = enc.texts([pair[1] for pair in texts])
+        return directional_similarity(i0, i1, t0, t1).cpu()
 
     def score_pairs(self, images0: Sequence[Image.Image], images1: Sequence[Image.Image],
                     texts0: Sequence[str], texts1: Sequence[str]) -> list[float]:

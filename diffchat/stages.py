@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -196,7 +197,7 @@ def instructpe_stage(ctx: StageContext) -> dict:
 
     pb = PBModel.from_pretrained(ctx.input("pb"))
     teacher = make_teacher(teacher_spec(ctx.profile), cache_dir=ctx.cache)
-    funnels, summary = {}, {}
+    funnels, summary, warnings = {}, {}, {}
     for split in SPLITS:
         triplets = read_split(ctx.input("data"), split)
         if not triplets:
@@ -209,24 +210,37 @@ def instructpe_stage(ctx: StageContext) -> dict:
         funnels[split] = funnel.steps
         summary[split] = len(rows)
         (ctx.out / f"funnel_{split}.md").write_text(funnel.table() + "\n")
+        if funnel.shortfall():
+            warnings[split] = funnel.shortfall()
+            ctx.log(f"instructpe: warning: {split}: {warnings[split]}")
     _write_json(ctx.out / "funnel.json", funnels)
-    return {"rows": summary, "teacher_calls": teacher.calls}
+    return {"rows": summary, "teacher_calls": teacher.calls, **({"warnings": warnings} if warnings else {})}
 
 
 def read_instructpe(folder: Path, split: str) -> list[dict]:
+    """One split of the instructpe stage; [] (with a one-line warning) when it came out empty,
+    so that later stages report the gap and go on with the splits they have."""
     from diffchat.data.loaders import load_instructpe_json
 
     path = Path(folder) / f"InstructPE_{split}.json"
-    return load_instructpe_json(path) if path.exists() else []
+    if not path.exists() or not json.loads(path.read_text(encoding="utf-8") or "[]"):
+        logging.getLogger(__name__).warning(
+            "InstructPE split %r is empty in %s (see funnel_%s.md there): skipped", split, folder, split)
+        return []
+    return load_instructpe_json(path)
 
 
 # ---- sft: section 3.2, with the held-out evaluation ------------------------------------
 
 
 def evaluate_model(model, rows: list[dict]) -> dict:
-    """DiffChat against the two baselines on one test split (see ``diffchat.evaluation``)."""
+    """DiffChat against the two baselines on one test split (see ``diffchat.evaluation``).
+    An empty split gives ``{"skipped": reason}`` instead of numbers."""
     from diffchat.evaluation import baseline_outputs, evaluate_rewrites
 
+    if not rows:
+        return {"skipped": "the split has no rows (see the instructpe stage's funnel)",
+                "results": {}, "examples": []}
     outputs = model.rewrite_batch([r["beautified_source_prompt"] for r in rows],
                                   [r["instruction"] for r in rows])
     return {
@@ -267,8 +281,13 @@ def sft_stage(ctx: StageContext) -> dict:
                                             "seconds": log["seconds"], "steps": log["steps"]})
     summary = {"train_seconds": log["seconds"], "steps": log["steps"]}
     for split, ev in evaluation.items():
+        if "skipped" in ev:
+            summary[split] = {"skipped": ev["skipped"]}
+            ctx.log(f"sft: {split}: evaluation skipped: {ev['skipped']}")
+            continue
         res = ev["results"]["diffchat_sft"]["all"]
-        summary[split] = {k: res.get(k) for k in ("edit", "strict", "exact", "loop", "ci")}
+        summary[split] = {k: res.get(k) for k in ("n", "edit", "strict", "exact", "loop", "ci")}
+        summary[split]["append_edit"] = ev["results"]["append"]["all"].get("edit")
     return summary
 
 

@@ -13,11 +13,13 @@ import torch
 
 from diffchat.models import HubUnavailableError
 from diffchat.scorers import (
+    DIRECTION_TOL,
     SCORER_KINDS,
     TINY_SEEDS,
     AestheticHead,
     DirectionalClipScorer,
     _pooled,
+    directional_similarity,
     make_scorer,
     profile_scorer,
 )
@@ -144,6 +146,28 @@ def test_directional_clip_similarity(images):
     got4 = scorer.score_pairs([images[a] for a, _ in pairs_i], [images[b] for _, b in pairs_i],
                               [TEXTS[a] for a, _ in pairs_t], [TEXTS[b] for _, b in pairs_t])
     assert got4 == pytest.approx(got)
+
+
+def test_directional_clip_same_text_at_other_batch_positions_is_no_direction(images):
+    """The same text encoded in two batches, at other positions and with other padding, differs
+    in its last bits on some processors; that noise must score 0, not an arbitrary cosine."""
+    scorer = make_scorer("dclip", "tiny")
+    enc = scorer.encoder
+    first = enc.texts([TEXTS[0], TEXTS[3], TEXTS[1]])
+    second = enc.texts([TEXTS[3], TEXTS[2], TEXTS[4], TEXTS[0]])
+    t0, t1 = first[0:1], second[3:4]
+    i0, i1 = enc.images(images[:1]), enc.images(images[1:2])
+    assert directional_similarity(i0, i1, t0, t1).item() == 0.0
+    noisy = t0 * (1 + 1e-6 * torch.randn_like(t0))  # last-bit noise
+    assert (unit(noisy) - unit(t0)).norm() < DIRECTION_TOL
+    assert directional_similarity(i0, i1, t0, noisy).item() == 0.0
+    assert directional_similarity(i0, i0, t0, second[0:1]).item() == 0.0  # no image change
+    # A real text change is far above the tolerance and keeps its cosine.
+    assert abs(directional_similarity(i0, i1, t0, second[1:2]).item()) > 1e-3
+    # Through the scorer: pairs whose same-text side sits at other positions in each batch.
+    got = scorer.score([(images[0], images[1]), (images[2], images[3]), (images[4], images[0])],
+                       [(TEXTS[3], TEXTS[1]), (TEXTS[0], TEXTS[2]), (TEXTS[2], TEXTS[2])])
+    assert got[2] == 0.0
 
 
 def test_scores_do_not_depend_on_batching_and_the_stand_ins_are_fixed(images):
