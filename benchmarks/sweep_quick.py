@@ -25,18 +25,18 @@ import json, sys, time
 import torch
 from dataclasses import replace
 from diffchat.profiles import get_profile
-from diffchat import runner
+from diffchat import pipeline
 torch.set_num_threads({threads})
 p = get_profile("tiny")
 p = p.with_overrides(data={{"seed": {seed}}})
 root = {root!r}
 t0 = time.time()
-runner.ensure("pb", p, root)
+pipeline.ensure("pb", p, root)
 t_pb = time.time() - t0
-runner.ensure("sft", p, root)
-pb = runner.read_manifest("pb", p, root)["summary"]
-sft = runner.read_manifest("sft", p, root)["summary"]
-ipe = runner.read_manifest("instructpe", p, root)["summary"]
+pipeline.ensure("sft", p, root)
+pb = pipeline.read_manifest("pb", p, root)["summary"]
+sft = pipeline.read_manifest("sft", p, root)["summary"]
+ipe = pipeline.read_manifest("instructpe", p, root)["summary"]
 print("RESULT " + json.dumps({{"pb": pb, "sft": sft, "instructpe": ipe, "pb_seconds": t_pb,
                               "seconds": time.time() - t0}}))
 """

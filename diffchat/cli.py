@@ -32,18 +32,18 @@ def _cmd_profile(args: argparse.Namespace) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from diffchat import runner
+    from diffchat import pipeline
 
-    path = runner.run(args.stage, args.profile, args.root, force=args.force)
-    manifest = runner.read_manifest(args.stage, args.profile, args.root) or {}
+    path = pipeline.run(args.stage, args.profile, args.root, force=args.force)
+    manifest = pipeline.read_manifest(args.stage, args.profile, args.root) or {}
     print(json.dumps({"stage": args.stage, "path": str(path), "summary": manifest.get("summary")},
                      indent=2, default=str))
 
 
 def _cmd_status(args: argparse.Namespace) -> None:
-    from diffchat import runner
+    from diffchat import pipeline
 
-    for row in runner.status(args.profile, args.root):
+    for row in pipeline.status(args.profile, args.root):
         state = "done" if row["done"] else ("stale" if row["stale"] else "-")
         print(f"{row['stage']:12s} {state:6s} {row['finished'] or '':20s} {row['path']}")
 
@@ -54,7 +54,7 @@ def _cmd_setup(args: argparse.Namespace) -> None:
     ensure_nltk_data()
     print(json.dumps(nltk_data_status(), indent=2))
     if args.small_model:
-        from diffchat.models import smollm2_offline_path
+        from diffchat.loading import smollm2_offline_path
 
         print(f"SmolLM2-135M-Instruct (offline copy): {smollm2_offline_path()}")
 
@@ -63,6 +63,36 @@ def _cmd_course(args: argparse.Namespace) -> None:
     from diffchat.course import run_course
 
     run_course(args.profile, args.only, args.root)
+
+
+def _rewrite_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("prompt", help="the current prompt x")
+    p.add_argument("--instruction", "-i", required=True, help="what to change, e.g. 'make it night'")
+    p.add_argument("--model", default=None,
+                   help="a model folder or hub id (default: the profile's trained sft stage)")
+    p.add_argument("--profile", default=None, choices=("tiny", "small", "paper"))
+    p.add_argument("--root", default=None, help="runs folder (default $DIFFCHAT_RUNS or ./runs)")
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+
+
+def _cmd_rewrite(args: argparse.Namespace) -> None:
+    from transformers.utils import logging as hf_logging
+
+    from diffchat.generation import check_text
+    from diffchat.model import DiffChat
+    from diffchat.pipeline import is_done, stage_dir
+
+    check_text(args.prompt, "prompt")
+    check_text(args.instruction, "instruction")
+    hf_logging.disable_progress_bar()
+    model = args.model
+    if model is None:
+        if not is_done("sft", args.profile, args.root):
+            raise RuntimeError(f"no trained model for profile {args.profile or 'tiny'}: run "
+                               "`diffchat sft` (or the course) first, or pass --model")
+        model = stage_dir("sft", args.profile, args.root)
+    decoding = {"do_sample": True, "top_p": 0.9, "temperature": 0.8} if args.sample else {}
+    print(DiffChat.from_pretrained(model).rewrite(args.prompt, args.instruction, **decoding))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,18 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 00 03")
     COMMANDS["course"] = _cmd_course
 
-    from diffchat import stages
+    from diffchat.pipeline import COURSE
 
-    for name, stage in stages.STAGES.items():
+    for name, stage in COURSE.stages.items():
         p = sub.add_parser(name, help=f"stage: {stage.description}")
         _profile_args(p)
         p.add_argument("--force", action="store_true", help="rebuild even if up to date")
         p.set_defaults(stage=name)
         COMMANDS[name] = _cmd_run
-    for name, (add_args, fn, help_text) in stages.TOOLS.items():
-        p = sub.add_parser(name, help=help_text)
-        add_args(p)
-        COMMANDS[name] = fn
+
+    p = sub.add_parser("rewrite", help="rewrite a prompt by an instruction with a trained model")
+    _rewrite_args(p)
+    COMMANDS["rewrite"] = _cmd_rewrite
     return parser
 
 

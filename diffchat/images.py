@@ -23,10 +23,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from diffchat.device import pick_device, pick_dtype
+from diffchat.profiles import TINY_ID
 
 log = logging.getLogger(__name__)
 
-TINY = "tiny"
+
 # The paper leaves the sampler open: DPM-Solver++ (2M) is deterministic and good at 25 steps.
 DEFAULT_SCHEDULER = "DPMSolverMultistepScheduler"
 
@@ -67,7 +68,7 @@ TIS_MODELS: dict[str, TISSpec] = {
         TISSpec("sdxl", "stabilityai/stable-diffusion-xl-base-1.0",
                 "StableDiffusionXLPipeline", 1024, guidance=5.0, min_gpu_gib=16.0),
         # Offline stand-in: random weights, 32x32 (tiny profile's ImageConfig).
-        TISSpec(TINY, TINY, "StableDiffusionPipeline", 32, steps=2, guidance=5.0,
+        TISSpec(TINY_ID, TINY_ID, "StableDiffusionPipeline", 32, steps=2, guidance=5.0,
                 scheduler=None, min_gpu_gib=0.0),
     )
 }
@@ -99,9 +100,9 @@ class TISModel:
 def _load_pipeline(spec: TISSpec, torch_dtype: torch.dtype) -> Any:
     import diffusers
 
-    from diffchat.models import resolve_model
+    from diffchat.loading import resolve_model
 
-    if spec.repo == TINY:
+    if spec.repo == TINY_ID:
         from diffchat.tiny import build_sd_pipeline
 
         pipe = build_sd_pipeline(seed=0)  # built in fp32

@@ -17,6 +17,7 @@ PB outputs and teacher answers are cached on disk, so an interrupted assembly re
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections import Counter
@@ -26,7 +27,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-NSFW_WORDS = Path(__file__).resolve().parent.parent / "data" / "nsfw_words.txt"
+from diffchat.data.miniworld import SPLITS
+from diffchat.profiles import data_dir
+from diffchat.runner import StageContext, write_json
+
 META_FIELDS = ("kind", "added", "removed", "subject")
 
 
@@ -112,7 +116,7 @@ def keyword_retention(raw: str, beautified: str) -> float:
 
 @lru_cache(maxsize=1)
 def _nsfw_words() -> frozenset[str]:
-    lines = NSFW_WORDS.read_text(encoding="utf-8").splitlines()
+    lines = (data_dir() / "nsfw_words.txt").read_text(encoding="utf-8").splitlines()
     return frozenset(w.strip().lower() for w in lines if w.strip() and not w.startswith("#"))
 
 
@@ -198,3 +202,48 @@ def assemble(
         funnel.add(step, len(kept), Counter({f"failed {step} filter": len(rows) - len(kept)}))
         rows = kept
     return rows, funnel
+
+
+# ---- the instructpe stage ----------------------------------------------------------------
+
+
+def instructpe_stage(ctx: StageContext) -> dict:
+    from diffchat.data.collect import read_split
+    from diffchat.data.loaders import save_instructpe
+    from diffchat.data.teachers import make_teacher
+    from diffchat.pb import PBModel
+    from diffchat.pipeline import teacher_spec
+
+    pb = PBModel.from_pretrained(ctx.input("pb"))
+    teacher = make_teacher(teacher_spec(ctx.profile), cache_dir=ctx.cache)
+    funnels, summary, warnings = {}, {}, {}
+    for split in SPLITS:
+        triplets = read_split(ctx.input("data"), split)
+        if not triplets:
+            continue
+        # PB outputs depend on the PB model: cache them under this stage's config hash, which
+        # covers the pb stage's. Teacher answers are keyed by their request and shared.
+        rows, funnel = assemble(triplets, pb.beautify, teacher, ctx.cache / f"pb-{ctx.key_hash}" / split,
+                                quality_filter=ci_quality_filter(ctx.profile.ppo.ci_threshold))
+        save_instructpe(rows, ctx.out / f"InstructPE_{split}.json")
+        funnels[split] = funnel.steps
+        summary[split] = len(rows)
+        (ctx.out / f"funnel_{split}.md").write_text(funnel.table() + "\n")
+        if funnel.shortfall():
+            warnings[split] = funnel.shortfall()
+            ctx.log(f"instructpe: warning: {split}: {warnings[split]}")
+    write_json(ctx.out / "funnel.json", funnels)
+    return {"rows": summary, "teacher_calls": teacher.calls, **({"warnings": warnings} if warnings else {})}
+
+
+def read_instructpe(folder: Path, split: str) -> list[dict]:
+    """One split of the instructpe stage; [] (with a one-line warning) when it came out empty,
+    so that later stages report the gap and go on with the splits they have."""
+    from diffchat.data.loaders import load_instructpe_json
+
+    path = Path(folder) / f"InstructPE_{split}.json"
+    if not path.exists() or not json.loads(path.read_text(encoding="utf-8") or "[]"):
+        logging.getLogger(__name__).warning(
+            "InstructPE split %r is empty in %s (see funnel_%s.md there): skipped", split, folder, split)
+        return []
+    return load_instructpe_json(path)

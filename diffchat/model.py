@@ -1,146 +1,14 @@
 """The DiffChat model you talk to: ``DiffChat.rewrite(prompt, instruction)`` (section 3.2).
 
-Decoding defaults are greedy: a rewrite must copy most of the input prompt's words, so
-the most likely continuation is what a user wants, and greedy output is reproducible.
 ``do_sample=True`` (with ``temperature``/``top_p`` or ``typical_p``) gives variety for a
-chat. ``repetition_penalty`` stays at 1.0 by default because a penalty >1 also punishes
-copying the input's words back, which is most of the job.
-
-Inputs longer than the token budget (Table 3: 384 tokens for template + input + output)
-are handled by a fixed rule, not a crash: the instruction is never cut; the input prompt
-is shortened from its end (trailing tags matter least) until T(x, i) plus
-``max_new_tokens`` fits, and a warning says so.
+chat; the default is greedy (see ``diffchat.generation``).
 """
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
 from typing import Any
 
-import torch
-
-from diffchat.profiles import TEMPLATE_T
-
-DEFAULT_DECODING: dict[str, Any] = {"do_sample": False, "repetition_penalty": 1.0}
-
-
-def check_text(value: Any, field: str, index: int | None = None) -> str:
-    where = f"{field}" + (f" (item {index})" if index is not None else "")
-    if not isinstance(value, str):
-        raise TypeError(f"{where} must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise ValueError(f"{where} is empty")
-    return value.strip()
-
-
-class NoRepeatOutputNGram:
-    """Logits processor: no n-gram twice among the tokens generated after ``start``."""
-
-    def __init__(self, n: int, start: int):
-        self.n, self.start = n, start
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        generated = input_ids[:, self.start:]
-        if generated.shape[1] < self.n - 1:
-            return scores
-        for row, seq in enumerate(generated.tolist()):
-            head = seq[len(seq) - self.n + 1:] if self.n > 1 else []
-            banned = [seq[i + self.n - 1] for i in range(len(seq) - self.n + 1)
-                      if seq[i:i + self.n - 1] == head]
-            if banned:
-                scores[row, banned] = float("-inf")
-        return scores
-
-
-class TemplateLM:
-    """A causal LM that continues a filled-in template; the base of DiffChat and the PB model."""
-
-    template: str = TEMPLATE_T
-    field: str = "x"  # the template field shortened when the budget is exceeded
-
-    def __init__(self, model, tokenizer, *, template: str | None = None, max_length: int = 384,
-                 device: torch.device | str | None = None):
-        from diffchat.device import pick_device
-
-        self.device = torch.device(device) if device else pick_device()
-        self.model = model.to(self.device).eval()
-        self.tokenizer = tokenizer
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.template = template or self.template
-        self.max_length = max_length
-        # Half the budget for the output, at most 96 tokens (a long prompt is ~75 tokens).
-        self.max_new_tokens = min(96, max_length // 2)
-
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, *, device: str | None = None,
-                        dtype: str = "auto", max_length: int = 384):
-        """Load from a run folder (e.g. ``runs/tiny/sft``) or a hub id."""
-        from diffchat.device import pick_device, pick_dtype
-        from diffchat.models import load_causal_lm, load_tokenizer
-
-        path = Path(name_or_path)
-        if path.exists() and not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path} holds no model (no config.json): run its stage first")
-        dev = pick_device(device)
-        torch_dtype = pick_dtype(dev, dtype)
-        model = load_causal_lm(str(name_or_path), dtype=str(torch_dtype).replace("torch.", ""), device=dev)
-        return cls(model, load_tokenizer(str(name_or_path)), device=dev, max_length=max_length)
-
-    def _n_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def fill(self, max_new_tokens: int, **fields: str) -> str:
-        """The template filled in, with ``self.field`` shortened from its end to fit the budget."""
-        text = self.template.format(**fields)
-        budget = self.max_length - max_new_tokens
-        n = self._n_tokens(text)
-        if n <= budget:
-            return text
-        long = fields[self.field]
-        overhead = n - self._n_tokens(long)
-        if overhead >= budget:
-            raise ValueError(f"the template and instruction alone need {overhead} tokens, more than "
-                             f"the budget of {budget} ({self.max_length} minus {max_new_tokens} new tokens)")
-        ids = self.tokenizer(long, add_special_tokens=False)["input_ids"][: budget - overhead]
-        short = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-        warnings.warn(f"input prompt cut from {n - overhead} to {len(ids)} tokens to fit the "
-                      f"{self.max_length}-token budget", stacklevel=3)
-        return self.template.format(**{**fields, self.field: short})
-
-    @torch.no_grad()
-    def generate(self, texts: list[str], *, batch_size: int = 32, progress: bool = False,
-                 no_repeat_output_ngram: int = 0, **decoding: Any) -> list[str]:
-        """Continue each filled-in template; returns only the new text, stripped.
-
-        ``no_repeat_output_ngram=n`` forbids repeating an n-gram of the *output*. (The
-        library's ``no_repeat_ngram_size`` also counts the prompt, so it forbids copying
-        the input prompt, which is most of a rewrite.)
-        """
-        opts = {"max_new_tokens": self.max_new_tokens, **DEFAULT_DECODING, **decoding}
-        outputs: list[str] = []
-        starts = range(0, len(texts), batch_size)
-        if progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="generate", unit="batch")
-        for start in starts:
-            chunk = texts[start:start + batch_size]
-            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
-            enc = {k: v.to(self.device) for k, v in enc.items()}
-            extra = {}
-            if no_repeat_output_ngram:
-                from transformers import LogitsProcessorList
-
-                extra["logits_processor"] = LogitsProcessorList(
-                    [NoRepeatOutputNGram(no_repeat_output_ngram, enc["input_ids"].shape[1])])
-            out = self.model.generate(**enc, pad_token_id=self.tokenizer.pad_token_id,
-                                      eos_token_id=self.tokenizer.eos_token_id, **extra, **opts)
-            new = out[:, enc["input_ids"].shape[1]:]
-            outputs += [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
-        return outputs
+from diffchat.generation import TemplateLM, check_text
 
 
 class DiffChat(TemplateLM):

@@ -12,8 +12,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from diffchat.model import TemplateLM
+from diffchat.generation import TemplateLM
 from diffchat.profiles import TrainConfig
+from diffchat.runner import StageContext, train_once, write_json
 
 # BeautifulPrompt's template (same authors); the paper does not print the PB template.
 PB_TEMPLATE = (
@@ -86,3 +87,28 @@ def evaluate_pb(inputs: Sequence[str], outputs: Sequence[str], tags: Iterable[st
         "tagged": round(sum(has_quality_tag(y, tags) for y in outputs) / max(1, len(outputs)), 4),
         "input_tagged": round(sum(has_quality_tag(x, tags) for x in inputs) / max(1, len(inputs)), 4),
     }
+
+
+# ---- the pb stage ------------------------------------------------------------------------
+
+
+def pb_stage(ctx: StageContext) -> dict:
+    from diffchat.data.collect import read_split
+    from diffchat.data.miniworld import quality_tags
+    from diffchat.loading import base_path
+
+    data = ctx.input("data")
+    train = read_split(data, "train", "pb")
+    log = train_once(ctx, lambda out: train_pb(train, base_path(ctx), out, ctx.profile.pb,
+                                               seed=ctx.profile.data.seed,
+                                               dtype=ctx.profile.models.dtype, log=ctx.log))
+    test = read_split(data, "test", "pb")[:300]
+    pb = PBModel.from_pretrained(ctx.out)
+    inputs = [r["simplified"] for r in test]
+    outputs = pb.beautify(inputs)
+    metrics = evaluate_pb(inputs, outputs, quality_tags())
+    examples = [{"simplified": i, "beautified": o, "reference": r["prompt"]}
+                for i, o, r in list(zip(inputs, outputs, test))[:12]]
+    write_json(ctx.out / "pb_eval.json", {"metrics": metrics, "examples": examples,
+                                           "loss": log["loss"], "seconds": log["seconds"]})
+    return {**metrics, "train_seconds": log["seconds"], "steps": log["steps"]}

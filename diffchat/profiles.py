@@ -12,10 +12,18 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 PROFILE_NAMES = ("tiny", "small", "paper")
 DEFAULT_PROFILE = "tiny"
+# ModelIds' name for a model the course builds locally from a config (tiny profile).
+TINY_ID = "tiny"
+
+
+def data_dir() -> Path:
+    """The course's shipped data (word lists, NSFW list): $DIFFCHAT_DATA, else the checkout's data/."""
+    return Path(os.environ.get("DIFFCHAT_DATA") or Path(__file__).resolve().parent.parent / "data")
 
 # Template T of section 3.2 (footnote 7), verbatim.
 TEMPLATE_T = (

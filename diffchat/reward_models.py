@@ -15,6 +15,7 @@ reads the prompt's last real token instead (harmless; BLOOM has a separate pad t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -29,8 +30,9 @@ from tqdm.auto import tqdm
 
 from diffchat.device import pick_device, pick_dtype
 from diffchat.images import TISModel, create_images
-from diffchat.models import freeze_all_but_last, load_regression_model, load_tokenizer
+from diffchat.loading import freeze_all_but_last, load_regression_model, load_tokenizer
 from diffchat.profiles import ImageConfig, TrainConfig
+from diffchat.runner import StageContext, write_json
 from diffchat.scorers import Scorer
 
 log = logging.getLogger(__name__)
@@ -344,3 +346,40 @@ def plot_reward_fit(y_true: Sequence[float], y_pred: Sequence[float], path_or_ax
     ax.figure.tight_layout()
     ax.figure.savefig(path, dpi=100)
     return path
+
+
+# ---------------------------------------------------------------- the rewards stage
+
+
+def rewards_stage(ctx: StageContext) -> dict:
+    from diffchat.images import load_tis
+    from diffchat.instructpe import read_instructpe
+    from diffchat.loading import base_path
+    from diffchat.pipeline import rewards_config
+    from diffchat.scorers import profile_scorer
+
+    p = ctx.profile
+    rows = read_instructpe(ctx.input("instructpe"), "train")[:p.data.n_reward_labels]
+    raw_of = {r["beautified_target_prompt"]: r["beautified_source_prompt"] for r in rows}
+    # Labels depend on the TIS model, the scorers and the image settings: cache them per setup.
+    setup = {k: v for k, v in rewards_config(p).items() if k not in ("rm", "n", "base")}
+    tag = hashlib.sha256(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    labels_path = ctx.cache / f"labels-{tag}.jsonl"
+    label_prompts(list(raw_of), load_tis(p.models.tis[0]), profile_scorer("aesthetic", p),
+                  profile_scorer("pickscore", p), labels_path, seed=p.images.seeds[0], images=p.images)
+    by_prompt = {r["prompt"]: r for r in read_labels(labels_path)}
+    labels = [{**by_prompt[q], "raw": raw} for q, raw in raw_of.items()]
+    with (ctx.out / "labels.jsonl").open("w", encoding="utf-8") as f:
+        for r in labels:
+            f.write(json.dumps({k: r[k] for k in ("prompt", *TARGETS)}) + "\n")
+    reward_base = base_path(ctx) if p.models.reward in ("tiny", p.models.policy) else p.models.reward
+    n_eval = max(1, len(labels) // 5)
+    train, held_out = labels[n_eval:], labels[:n_eval]
+    results = {}
+    for target in TARGETS:
+        res = train_reward_model(train, target, reward_base, ctx.out / f"rm_{target}", p.rm,
+                                 seed=p.data.seed, eval_rows=held_out)
+        results[target] = res
+    write_json(ctx.out / "rewards_eval.json", results)
+    return {t: {k: float(f"{r[k]:.4g}") for k in ("mse", "spearman", "baseline_mse", "baseline_spearman")}
+            for t, r in results.items()}

@@ -1,31 +1,34 @@
-"""Stage runner: course stages, their artifacts and manifests.
+"""A generic stage runner: artifacts, manifests, skip / rebuild, ``ensure``. It knows no stage.
 
-A stage is a function that writes files into a folder. Its artifacts live in
-``<root>/<profile>/<stage>/`` with a ``manifest.json`` recording the config that made
-them. The runner skips a finished stage whose config (and whose inputs' configs) are
-unchanged, rebuilds it when they change, and builds missing inputs first (``ensure``).
+A stage is a function that writes files into a folder. A ``Pipeline`` is a list of stages
+(``diffchat.pipeline`` holds the course's). Each stage's artifacts live in
+``<root>/<profile>/<stage>/`` with a ``manifest.json`` recording the key that made them:
+the stage's config, a hash of every data file it reads, and its inputs' keys. A finished
+stage whose key is unchanged is skipped, a changed one is rebuilt, and ``ensure`` builds
+missing inputs first.
 
 Writes are atomic: a stage writes into a temporary sibling folder and only a complete
 folder with its manifest is renamed into place, so a crash never leaves a half-written
 artifact that looks finished, and the previous finished artifact survives the crash.
-Work a stage wants to keep across crashes (teacher answers, labelled rows) goes in
-``ctx.cache``, which is never cleaned by the runner.
+Work a stage wants to keep across crashes (teacher answers, labelled rows, a trained model
+via ``train_once``) goes in ``ctx.cache``, which the runner never cleans.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffchat.profiles import Profile, get_profile
+from diffchat.profiles import Profile, data_dir, get_profile
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,18 @@ MANIFEST = "manifest.json"
 def runs_root(root: str | os.PathLike | None = None) -> Path:
     """The runs folder: the argument, else $DIFFCHAT_RUNS, else ./runs."""
     return Path(root or os.environ.get("DIFFCHAT_RUNS") or "runs").expanduser().resolve()
+
+
+def stage_dir(name: str, profile: Profile | str, root: str | os.PathLike | None = None) -> Path:
+    return runs_root(root) / get_profile(profile).name / name
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -55,143 +70,153 @@ class StageContext:
         return stage_dir(name, self.profile, self.root)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Stage:
+    """One stage: its body ``fn`` (a function, or "module:function", imported when it runs, so
+    that listing the pipeline stays fast), the stages it reads, the files it must write, its
+    config (a function of the profile), and the data files (globs under the data folder) it
+    reads, whose contents are part of its key."""
+
     name: str
-    fn: Callable[[StageContext], dict[str, Any] | None]
+    fn: Callable[[StageContext], dict[str, Any] | None] | str
     inputs: tuple[str, ...] = ()
-    outputs: tuple[str, ...] = ()  # files the stage must produce (checked before commit)
+    outputs: tuple[str, ...] = ()
     config: Callable[[Profile], dict[str, Any]] = field(default=lambda p: {})
+    data_files: tuple[str, ...] = ()
     description: str = ""
 
+    def body(self) -> Callable[[StageContext], dict[str, Any] | None]:
+        if callable(self.fn):
+            return self.fn
+        module, _, attr = self.fn.partition(":")
+        return getattr(importlib.import_module(module), attr)
 
-STAGES: dict[str, Stage] = {}
-
-
-def register(
-    name: str,
-    *,
-    inputs: tuple[str, ...] = (),
-    outputs: tuple[str, ...] = (),
-    config: Callable[[Profile], dict[str, Any]] | None = None,
-    description: str = "",
-) -> Callable:
-    """Decorator: register ``fn(ctx) -> summary dict`` as the stage ``name``."""
-
-    def wrap(fn: Callable[[StageContext], dict[str, Any] | None]) -> Callable:
-        STAGES[name] = Stage(
-            name=name,
-            fn=fn,
-            inputs=tuple(inputs),
-            outputs=tuple(outputs),
-            config=config or (lambda p: {}),
-            description=description or (fn.__doc__ or "").strip().split("\n")[0],
-        )
-        return fn
-
-    return wrap
+    @property
+    def module(self) -> str:
+        return self.fn.partition(":")[0] if isinstance(self.fn, str) else self.fn.__module__
 
 
-def get_stage(name: str) -> Stage:
-    from diffchat import stages  # noqa: F401  (registers the course's stages)
-
-    if name not in STAGES:
-        raise ValueError(f"unknown stage {name!r}: known stages are {', '.join(STAGES)}")
-    return STAGES[name]
-
-
-def stage_dir(name: str, profile: Profile | str, root: str | os.PathLike | None = None) -> Path:
-    return runs_root(root) / get_profile(profile).name / name
-
-
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def data_files_hash(patterns: Iterable[str], folder: Path | None = None) -> dict[str, str]:
+    """{relative path: content hash} of every file matching the globs under the data folder."""
+    folder = folder or data_dir()
+    found = {}
+    for pattern in patterns:
+        for path in sorted(folder.glob(pattern)):
+            if path.is_file():
+                found[str(path.relative_to(folder))] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return found
 
 
-def stage_key(name: str, profile: Profile) -> dict[str, Any]:
-    """The stage's own config plus the keys of its inputs (an upstream change rebuilds)."""
-    stage = get_stage(name)
-    return {
-        "config": stage.config(profile),
-        "inputs": {i: _hash(stage_key(i, profile)) for i in stage.inputs},
-    }
+class Pipeline:
+    """Stages in order; runs one (and the inputs it lacks), skipping what is up to date."""
 
+    def __init__(self, stages: Iterable[Stage]):
+        self.stages: dict[str, Stage] = {}
+        for stage in stages:
+            unknown = [i for i in stage.inputs if i not in self.stages]
+            if unknown:
+                raise ValueError(f"stage {stage.name!r} reads {unknown}, which no earlier stage makes")
+            self.stages[stage.name] = stage
 
-def read_manifest(name: str, profile: Profile | str, root: str | os.PathLike | None = None) -> dict | None:
-    path = stage_dir(name, profile, root) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
+    def get(self, name: str) -> Stage:
+        if name not in self.stages:
+            raise ValueError(f"unknown stage {name!r}: known stages are {', '.join(self.stages)}")
+        return self.stages[name]
 
+    def key(self, name: str, profile: Profile) -> dict[str, Any]:
+        """The stage's config, its data files' hashes and its inputs' keys (an upstream change rebuilds)."""
+        stage = self.get(name)
+        key: dict[str, Any] = {
+            "config": stage.config(profile),
+            "inputs": {i: _hash(self.key(i, profile)) for i in stage.inputs},
+        }
+        if stage.data_files:
+            key["data_files"] = data_files_hash(stage.data_files)
+        return key
 
-def is_done(name: str, profile: Profile | str, root: str | os.PathLike | None = None) -> bool:
-    """True when the stage's artifacts exist and were made with the current config."""
-    profile = get_profile(profile)
-    manifest = read_manifest(name, profile, root)
-    return bool(manifest) and manifest.get("key_hash") == _hash(stage_key(name, profile))
+    def read_manifest(self, name: str, profile: Profile | str,
+                      root: str | os.PathLike | None = None) -> dict | None:
+        path = stage_dir(name, profile, root) / MANIFEST
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return None
 
+    def is_done(self, name: str, profile: Profile | str, root: str | os.PathLike | None = None) -> bool:
+        """True when the stage's artifacts exist and were made with the current key."""
+        profile = get_profile(profile)
+        manifest = self.read_manifest(name, profile, root)
+        return bool(manifest) and manifest.get("key_hash") == _hash(self.key(name, profile))
 
-def run(
-    name: str,
-    profile: Profile | str | None = None,
-    root: str | os.PathLike | None = None,
-    *,
-    force: bool = False,
-    ensure_inputs: bool = True,
-) -> Path:
-    """Run one stage (and, with ``ensure_inputs``, whatever inputs it lacks).
+    def run(self, name: str, profile: Profile | str | None = None, root: str | os.PathLike | None = None,
+            *, force: bool = False, ensure_inputs: bool = True) -> Path:
+        """Run one stage (and, with ``ensure_inputs``, whatever inputs it lacks).
 
-    Returns the artifact folder. A finished stage with the same config is skipped
-    unless ``force``.
-    """
-    profile = get_profile(profile)
-    stage = get_stage(name)
-    root = runs_root(root)
-    final = stage_dir(name, profile, root)
-    for dep in stage.inputs:
-        if not is_done(dep, profile, root):
-            if not ensure_inputs:
-                raise RuntimeError(
-                    f"stage {name!r} needs stage {dep!r}, which has not run for profile "
-                    f"{profile.name!r}: run `diffchat run {dep} --profile {profile.name}` first"
-                )
-            run(dep, profile, root, ensure_inputs=True)
-    if not force and is_done(name, profile, root):
-        log.info("stage %s (%s) is up to date: %s", name, profile.name, final)
+        Returns the artifact folder. A finished stage with the same key is skipped unless ``force``.
+        """
+        profile = get_profile(profile)
+        stage = self.get(name)
+        root = runs_root(root)
+        final = stage_dir(name, profile, root)
+        for dep in stage.inputs:
+            if not self.is_done(dep, profile, root):
+                if not ensure_inputs:
+                    raise RuntimeError(
+                        f"stage {name!r} needs stage {dep!r}, which has not run for profile "
+                        f"{profile.name!r}: run `diffchat {dep} --profile {profile.name}` first")
+                self.run(dep, profile, root, ensure_inputs=True)
+        if not force and self.is_done(name, profile, root):
+            log.info("stage %s (%s) is up to date: %s", name, profile.name, final)
+            return final
+
+        key = self.key(name, profile)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".tmp-{name}-{os.getpid()}-{time.time_ns()}"
+        tmp.mkdir()
+        cache = final.parent / ".cache" / name
+        cache.mkdir(parents=True, exist_ok=True)
+        ctx = StageContext(stage=name, profile=profile, root=root, out=tmp, cache=cache,
+                           config=key["config"], key_hash=_hash(key))
+        start = time.time()
+        try:
+            summary = stage.body()(ctx) or {}
+            missing = [o for o in stage.outputs if not (tmp / o).exists()]
+            if missing:
+                raise RuntimeError(f"stage {name!r} finished without writing {', '.join(missing)}")
+            manifest = {
+                "stage": name,
+                "profile": profile.name,
+                "key": key,
+                "key_hash": _hash(key),
+                "summary": summary,
+                "seconds": round(time.time() - start, 2),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _swap_into_place(tmp, final)
         return final
 
-    key = stage_key(name, profile)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{name}-{os.getpid()}-{time.time_ns()}"
-    tmp.mkdir()
-    cache = final.parent / ".cache" / name
-    cache.mkdir(parents=True, exist_ok=True)
-    ctx = StageContext(stage=name, profile=profile, root=root, out=tmp, cache=cache, config=key["config"],
-                       key_hash=_hash(key))
-    start = time.time()
-    try:
-        summary = stage.fn(ctx) or {}
-        missing = [o for o in stage.outputs if not (tmp / o).exists()]
-        if missing:
-            raise RuntimeError(f"stage {name!r} finished without writing {', '.join(missing)}")
-        manifest = {
-            "stage": name,
-            "profile": profile.name,
-            "key": key,
-            "key_hash": _hash(key),
-            "summary": summary,
-            "seconds": round(time.time() - start, 2),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _swap_into_place(tmp, final)
-    return final
+    def ensure(self, name: str, profile: Profile | str | None = None,
+               root: str | os.PathLike | None = None) -> Path:
+        """The stage's artifact folder, building it (and its inputs) only if needed."""
+        return self.run(name, profile, root, force=False, ensure_inputs=True)
+
+    def status(self, profile: Profile | str | None = None, root: str | os.PathLike | None = None) -> list[dict]:
+        """One row per stage, in pipeline order: done, stale or missing, and when."""
+        profile = get_profile(profile)
+        rows = []
+        for name in self.stages:
+            manifest = self.read_manifest(name, profile, root)
+            done = self.is_done(name, profile, root)
+            rows.append({"stage": name, "done": done, "stale": bool(manifest) and not done,
+                         "finished": (manifest or {}).get("finished"),
+                         "path": str(stage_dir(name, profile, root))})
+        return rows
 
 
 def _swap_into_place(tmp: Path, final: Path) -> None:
@@ -205,26 +230,27 @@ def _swap_into_place(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def ensure(name: str, profile: Profile | str | None = None, root: str | os.PathLike | None = None) -> Path:
-    """The stage's artifact folder, building it (and its inputs) only if needed."""
-    return run(name, profile, root, force=False, ensure_inputs=True)
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
-def status(profile: Profile | str | None = None, root: str | os.PathLike | None = None) -> list[dict]:
-    """One row per registered stage: done or not, and when."""
-    from diffchat import stages  # noqa: F401
+def train_once(ctx: StageContext, train: Callable[[Path], dict]) -> dict:
+    """Run ``train(folder)`` unless this stage, with this exact key, already trained a model.
 
-    profile = get_profile(profile)
-    rows = []
-    for name in STAGES:
-        manifest = read_manifest(name, profile, root)
-        rows.append(
-            {
-                "stage": name,
-                "done": is_done(name, profile, root),
-                "stale": bool(manifest) and not is_done(name, profile, root),
-                "finished": (manifest or {}).get("finished"),
-                "path": str(stage_dir(name, profile, root)),
-            }
-        )
-    return rows
+    The model is kept in the stage's cache under its key hash, so a crash later in the stage
+    (evaluation, say) does not throw away hours of training: the rerun goes straight on.
+    """
+    done = ctx.cache / f"model-{ctx.key_hash}"
+    if not (done / "train_log.json").is_file():
+        tmp = ctx.cache / f".training-{ctx.key_hash}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        train(tmp)
+        shutil.rmtree(done, ignore_errors=True)
+        tmp.rename(done)
+    else:
+        ctx.log(f"{ctx.stage}: reusing the model trained with this config in {done}")
+    shutil.copytree(done, ctx.out, dirs_exist_ok=True, copy_function=_link_or_copy)
+    return json.loads((done / "train_log.json").read_text())

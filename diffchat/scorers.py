@@ -33,12 +33,12 @@ from PIL import Image
 from torch import nn
 
 from diffchat.device import pick_device, pick_dtype
-from diffchat.profiles import Profile, get_profile
+from diffchat.profiles import TINY_ID, Profile, get_profile
 
 log = logging.getLogger(__name__)
 
 SCORER_KINDS = ("aesthetic", "pickscore", "hps", "clip", "dclip")
-TINY = "tiny"
+
 # One fixed seed per tiny stand-in: CLIP-S and D-CLIP-S share the same CLIP, as they do
 # in the paper profile (ViT-L/14).
 TINY_SEEDS = {"aesthetic": 101, "pickscore": 102, "hps": 103, "clip": 104, "dclip": 104}
@@ -273,7 +273,7 @@ def _hf_encoder(model_id: str, processor_id: str, device: torch.device,
                 dtype: torch.dtype) -> ClipEncoder:
     from transformers import CLIPModel, CLIPProcessor
 
-    from diffchat.models import resolve_model
+    from diffchat.loading import resolve_model
 
     model = CLIPModel.from_pretrained(resolve_model(model_id))
     processor = CLIPProcessor.from_pretrained(resolve_model(processor_id))
@@ -282,7 +282,7 @@ def _hf_encoder(model_id: str, processor_id: str, device: torch.device,
 
 def _hub_file(repo: str, filename: str) -> str:
     """One file of a hub repo, with the project's clear offline error."""
-    from diffchat.models import resolve_model
+    from diffchat.loading import resolve_model
 
     return str(resolve_model(repo, filename=filename))
 
@@ -303,7 +303,7 @@ def _open_clip_encoder(model_id: str, device: torch.device, dtype: torch.dtype) 
 
 def _aesthetic_head(encoder: ClipEncoder, model_id: str) -> AestheticHead:
     dim = encoder.model.config.projection_dim
-    if model_id == TINY:  # random head at the tiny CLIP's width; the caller's RNG untouched
+    if model_id == TINY_ID:  # random head at the tiny CLIP's width; the caller's RNG untouched
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(TINY_SEEDS["aesthetic"])
             return AestheticHead(dim)
@@ -332,7 +332,7 @@ def make_scorer(
         raise ValueError(f"unknown scorer {kind!r}: choose one of {', '.join(SCORER_KINDS)}")
     dev = pick_device(str(device) if device is not None else None)
     torch_dtype = pick_dtype(dev, dtype)
-    if model_id == TINY:
+    if model_id == TINY_ID:
         log.info("%s scorer: tiny random CLIP (seed %d), scores are meaningless",
                  kind, TINY_SEEDS[kind])
         encoder: Encoder = _tiny_encoder(kind, dev, torch_dtype)
@@ -354,6 +354,6 @@ def profile_scorer(kind: str, profile: str | Profile | None = None,
                 "clip": ids.clip, "dclip": ids.clip}.get(kind)
     if model_id is None:
         raise ValueError(f"unknown scorer {kind!r}: choose one of {', '.join(SCORER_KINDS)}")
-    if kind == "pickscore" and ids.pickscore_processor != TINY:
+    if kind == "pickscore" and ids.pickscore_processor != TINY_ID:
         kwargs.setdefault("processor_id", ids.pickscore_processor)
     return make_scorer(kind, model_id, device, **kwargs)

@@ -16,7 +16,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from diffchat.data.miniworld import SPLITS
+from diffchat.loading import base_path
 from diffchat.profiles import TEMPLATE_T, TrainConfig
+from diffchat.runner import StageContext, train_once, write_json
+
+TEST_SPLITS = SPLITS[1:]
 
 
 def sft_rows(triplets: Iterable[dict], template: str = TEMPLATE_T) -> list[dict[str, str]]:
@@ -55,7 +60,7 @@ def train_completion_model(
     from trl import SFTConfig, SFTTrainer
 
     from diffchat.device import pick_device, pick_dtype
-    from diffchat.models import freeze_all_but_last, load_causal_lm, load_tokenizer
+    from diffchat.loading import freeze_all_but_last, load_causal_lm, load_tokenizer
 
     if not rows:
         raise ValueError("no training rows: the dataset is empty")
@@ -140,3 +145,41 @@ def plot_loss(history: list[dict], ax=None, label: str = "loss"):
     ax.set_ylabel("loss (completion tokens)")
     ax.legend()
     return ax
+
+
+# ---- the sft stage: train, then evaluate on both held-out splits --------------------------
+
+
+def sft_init(ctx: StageContext) -> str:
+    """Where SFT starts: the base model, or (tiny) the trained PB model."""
+    if ctx.profile.models.sft_init == "pb":
+        return str(ctx.input("pb"))
+    return base_path(ctx)
+
+
+def sft_stage(ctx: StageContext) -> dict:
+    from diffchat.edit_metrics import evaluate_model
+    from diffchat.instructpe import read_instructpe
+    from diffchat.model import DiffChat
+
+    ipe = ctx.input("instructpe")
+    rows = sft_rows(read_instructpe(ipe, "train"))
+    log = train_once(ctx, lambda out: train_completion_model(
+        rows, sft_init(ctx), out, ctx.profile.sft, seed=ctx.profile.data.seed,
+        dtype=ctx.profile.models.dtype, log=ctx.log))
+    # Tiny trains on sequences of at most 128 tokens (all of its rows fit); at inference the
+    # budget also has to hold 96 new tokens, so it is at least 192.
+    model = DiffChat.from_pretrained(ctx.out, max_length=max(ctx.profile.sft.max_length, 192))
+    evaluation = {split: evaluate_model(model, read_instructpe(ipe, split)) for split in TEST_SPLITS}
+    write_json(ctx.out / "sft_eval.json", {"splits": evaluation, "loss": log["loss"],
+                                            "seconds": log["seconds"], "steps": log["steps"]})
+    summary = {"train_seconds": log["seconds"], "steps": log["steps"]}
+    for split, ev in evaluation.items():
+        if "skipped" in ev:
+            summary[split] = {"skipped": ev["skipped"]}
+            ctx.log(f"sft: {split}: evaluation skipped: {ev['skipped']}")
+            continue
+        res = ev["results"]["diffchat_sft"]["all"]
+        summary[split] = {k: res.get(k) for k in ("n", "edit", "strict", "exact", "loop", "ci")}
+        summary[split]["append_edit"] = ev["results"]["append"]["all"].get("edit")
+    return summary

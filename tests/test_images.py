@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from diffchat.images import TIS_MODELS, create_images, get_tis_spec, image_grid, load_tis
-from diffchat.models import HubUnavailableError
+from diffchat.loading import HubUnavailableError
 from diffchat.profiles import PAPER, TINY
 
 

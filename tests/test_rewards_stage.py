@@ -1,7 +1,7 @@
 """The rewards stage's glue (section 3.3), run through the stage runner on fake inputs.
 
 ``tests/test_reward_models.py`` tests labelling and the text reward models themselves;
-this file checks what ``stages.rewards_stage`` adds: which InstructPE rows it labels, that
+this file checks what ``reward_models.rewards_stage`` adds: which InstructPE rows it labels, that
 the PickScore RM reads the beautified source prompt as its raw input, the held-out split,
 the files and manifest it writes, and that a finished stage is skipped.
 
@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import pytest
 
-from diffchat import runner, stages
+from diffchat import pipeline, runner
 from diffchat.data.loaders import save_instructpe
 from diffchat.profiles import TinyLMConfig, get_profile
 from diffchat.reward_models import TARGETS, TextRewardModel, read_labels
@@ -61,7 +61,7 @@ def _fake_instructpe(ctx):
 
 
 def _fake_base(ctx):
-    from diffchat.models import tiny_base
+    from diffchat.loading import tiny_base
 
     texts = [r[k] for r in ROWS for k in ("beautified_source_prompt", "beautified_target_prompt")]
     tiny_base(texts * 3 + ["Input: Output:"], ctx.out,
@@ -82,16 +82,16 @@ def fake_inputs(monkeypatch, profile, tmp_path):
     """Finished data/pb/instructpe/base folders under tmp_path, made by the real runner."""
     for name, fn in (("data", _fake_data), ("pb", _fake_pb), ("instructpe", _fake_instructpe),
                      ("base", _fake_base)):
-        monkeypatch.setattr(stages.STAGES[name], "fn", fn)
+        monkeypatch.setitem(pipeline.COURSE.stages, name, replace(pipeline.COURSE.stages[name], fn=fn))
     for name in ("instructpe", "base"):
-        runner.ensure(name, profile, tmp_path)
+        pipeline.ensure(name, profile, tmp_path)
     return tmp_path
 
 
 def test_rewards_stage_labels_trains_and_evaluates(fake_inputs, profile):
     root = fake_inputs
-    out = runner.run("rewards", profile, root, ensure_inputs=False)
-    assert out == runner.stage_dir("rewards", profile, root)
+    out = pipeline.run("rewards", profile, root, ensure_inputs=False)
+    assert out == pipeline.stage_dir("rewards", profile, root)
 
     # Labels: the first n_reward_labels target prompts, in order, one image each.
     labels = read_labels(out / "labels.jsonl")
@@ -128,25 +128,25 @@ def test_rewards_stage_labels_trains_and_evaluates(fake_inputs, profile):
         evaluation["pickscore"]["y_pred"], abs=1e-4)
 
     # Finished and unchanged: a second run is skipped (the manifest is not rewritten).
-    assert runner.is_done("rewards", profile, root)
-    runner.run("rewards", profile, root, ensure_inputs=False)
+    assert pipeline.is_done("rewards", profile, root)
+    pipeline.run("rewards", profile, root, ensure_inputs=False)
     assert json.loads((out / runner.MANIFEST).read_text())["finished"] == manifest["finished"]
 
 
 def test_rewards_stage_relabels_when_image_settings_change(fake_inputs, profile):
     root = fake_inputs
-    first = read_labels(runner.run("rewards", profile, root, ensure_inputs=False) / "labels.jsonl")
+    first = read_labels(pipeline.run("rewards", profile, root, ensure_inputs=False) / "labels.jsonl")
     # Other image settings make other images, hence other labels for the same prompts.
     other = replace(profile, images=replace(profile.images, steps=profile.images.steps + 1))
-    assert not runner.is_done("rewards", other, root)
-    second = read_labels(runner.run("rewards", other, root, ensure_inputs=False) / "labels.jsonl")
+    assert not pipeline.is_done("rewards", other, root)
+    second = read_labels(pipeline.run("rewards", other, root, ensure_inputs=False) / "labels.jsonl")
     assert [r["prompt"] for r in second] == [r["prompt"] for r in first]
     assert [r["pickscore"] for r in second] != pytest.approx([r["pickscore"] for r in first])
 
 
 def test_rewards_stage_uses_only_the_current_prompts(fake_inputs, profile):
     root = fake_inputs
-    runner.run("rewards", profile, root, ensure_inputs=False)
+    pipeline.run("rewards", profile, root, ensure_inputs=False)
     fewer = replace(profile, data=replace(profile.data, n_reward_labels=10))
-    out = runner.run("rewards", fewer, root)
+    out = pipeline.run("rewards", fewer, root)
     assert len(read_labels(out / "labels.jsonl")) == 10

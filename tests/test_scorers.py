@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffchat.models import HubUnavailableError
+from diffchat.loading import HubUnavailableError
 from diffchat.scorers import (
     DIRECTION_TOL,
     SCORER_KINDS,

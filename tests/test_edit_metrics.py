@@ -2,7 +2,7 @@
 
 import pytest
 
-from diffchat.evaluation import (
+from diffchat.edit_metrics import (
     baseline_outputs,
     edit_correct,
     evaluate_rewrites,

