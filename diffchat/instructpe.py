@@ -17,7 +17,6 @@ PB outputs and teacher answers are cached on disk, so an interrupted assembly re
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 from collections import Counter
@@ -234,16 +233,3 @@ def instructpe_stage(ctx: StageContext) -> dict:
             ctx.log(f"instructpe: warning: {split}: {warnings[split]}")
     write_json(ctx.out / "funnel.json", funnels)
     return {"rows": summary, "teacher_calls": teacher.calls, **({"warnings": warnings} if warnings else {})}
-
-
-def read_instructpe(folder: Path, split: str) -> list[dict]:
-    """One split of the instructpe stage; [] (with a one-line warning) when it came out empty,
-    so that later stages report the gap and go on with the splits they have."""
-    from diffchat.data.loaders import load_instructpe_json
-
-    path = Path(folder) / f"InstructPE_{split}.json"
-    if not path.exists() or not json.loads(path.read_text(encoding="utf-8") or "[]"):
-        logging.getLogger(__name__).warning(
-            "InstructPE split %r is empty in %s (see funnel_%s.md there): skipped", split, folder, split)
-        return []
-    return load_instructpe_json(path)

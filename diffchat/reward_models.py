@@ -352,8 +352,8 @@ def plot_reward_fit(y_true: Sequence[float], y_pred: Sequence[float], path_or_ax
 
 
 def rewards_stage(ctx: StageContext) -> dict:
+    from diffchat.data.collect import read_instructpe
     from diffchat.images import load_tis
-    from diffchat.instructpe import read_instructpe
     from diffchat.loading import base_path
     from diffchat.pipeline import rewards_config
     from diffchat.scorers import profile_scorer

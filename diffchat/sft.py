@@ -158,8 +158,8 @@ def sft_init(ctx: StageContext) -> str:
 
 
 def sft_stage(ctx: StageContext) -> dict:
+    from diffchat.data.collect import read_instructpe
     from diffchat.edit_metrics import evaluate_model
-    from diffchat.instructpe import read_instructpe
     from diffchat.model import DiffChat
 
     ipe = ctx.input("instructpe")

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from pathlib import Path
 
+from diffchat.data.loaders import load_instructpe_json, read_jsonl
 from diffchat.runner import StageContext
 
 
@@ -45,7 +48,17 @@ def _real_sources(ctx: StageContext) -> dict:
 
 
 def read_split(data_dir: Path, split: str, prefix: str = "triplets") -> list[dict]:
-    from diffchat.data.loaders import read_jsonl
-
+    """One file of the data stage (``triplets_train``, ``pb_test``, ...); [] when absent."""
     path = Path(data_dir) / f"{prefix}_{split}.jsonl"
     return read_jsonl(path) if path.exists() else []
+
+
+def read_instructpe(folder: Path, split: str) -> list[dict]:
+    """One split of the instructpe stage; [] (with a one-line warning) when it came out empty,
+    so that later stages report the gap and go on with the splits they have."""
+    path = Path(folder) / f"InstructPE_{split}.json"
+    if not path.exists() or not json.loads(path.read_text(encoding="utf-8") or "[]"):
+        logging.getLogger(__name__).warning(
+            "InstructPE split %r is empty in %s (see funnel_%s.md there): skipped", split, folder, split)
+        return []
+    return load_instructpe_json(path)
