@@ -97,3 +97,34 @@ def test_filters():
     assert is_nsfw("a nude statue") and not is_nsfw("a nudibranch in the sea")
     assert is_english("a portrait of a zebra in a forest, 8k, octane render")
     assert not is_english("un chat noir assis dans un jardin, très détaillé")
+
+
+def test_an_empty_split_is_reported_where_it_happens_and_skipped_downstream(triplets, tmp_path, caplog):
+    """A PB model that fails to copy makes the rule teacher fail on most rows: the funnel says
+    which step emptied the split and why, the reader returns no rows with a one-line warning
+    (not a loader's exception), and the evaluation skips the split with a reason."""
+    from diffchat.data.collect import read_instructpe
+    from diffchat.data.loaders import save_instructpe
+    from diffchat.edit_metrics import evaluate_model
+
+    def forgetful(texts):  # keeps none of the input: the rule teacher can answer nothing
+        return ["masterpiece, highly detailed, 8k" for _ in texts]
+
+    rows, funnel = assemble(triplets, forgetful, RuleTeacher(), tmp_path / "cache", progress=False)
+    assert rows == []
+    warning = funnel.shortfall()
+    assert warning.startswith(f"only 0 of {len(triplets)} rows kept")
+    assert "the split is empty" in warning and "teacher" in warning
+    assert "**Warning:**" in funnel.table()
+
+    save_instructpe(rows, tmp_path / "InstructPE_test_unseen.json")
+    with caplog.at_level("WARNING"):
+        assert read_instructpe(tmp_path, "test_unseen") == []
+    assert "InstructPE split 'test_unseen' is empty" in caplog.text
+    result = evaluate_model(None, [])
+    assert result["skipped"].startswith("the split has no rows")
+
+
+def test_a_split_that_came_through_has_no_warning(triplets, tmp_path):
+    _, funnel = assemble(triplets, rule_beautify, RuleTeacher(), tmp_path, progress=False)
+    assert funnel.shortfall() is None
