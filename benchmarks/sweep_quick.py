@@ -33,9 +33,12 @@ root = {root!r}
 t0 = time.time()
 pipeline.ensure("pb", p, root)
 t_pb = time.time() - t0
-pipeline.ensure("sft", p, root)
+try:
+    pipeline.ensure("sft", p, root)
+    sft = pipeline.read_manifest("sft", p, root)["summary"]
+except Exception as err:  # the code before the fix crashed on an empty split
+    sft = {{"error": f"{{type(err).__name__}}: {{str(err)[-200:]}}"}}
 pb = pipeline.read_manifest("pb", p, root)["summary"]
-sft = pipeline.read_manifest("sft", p, root)["summary"]
 ipe = pipeline.read_manifest("instructpe", p, root)["summary"]
 print("RESULT " + json.dumps({{"pb": pb, "sft": sft, "instructpe": ipe, "pb_seconds": t_pb,
                               "seconds": time.time() - t0}}))
@@ -69,7 +72,8 @@ def main() -> None:
                 row = {"seed": seed, "threads": threads, "pb_keep_ci": r["pb"]["keep_ci"],
                        "pb_tagged": r["pb"]["tagged"], "sft_seen_edit": seen.get("edit"),
                        "sft_seen_exact": seen.get("exact"), "sft_seen_append_edit": seen.get("append_edit"),
-                       "sft_unseen_edit": unseen.get("edit"), "rows": r["instructpe"]["rows"],
+                       "sft_unseen_edit": unseen.get("edit"), "sft_error": r["sft"].get("error"),
+                       "rows": r["instructpe"]["rows"],
                        "pb_seconds": round(r["pb_seconds"]), "seconds": round(time.time() - start)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)

@@ -63,8 +63,9 @@ class PBModel(TemplateLM):
         return self.generate(texts, batch_size=batch_size, progress=progress, **decoding)
 
 
-def has_quality_tag(prompt: str, tags: Iterable[str]) -> bool:
-    """True when one of the quality tags appears in the prompt as whole words."""
+def mentions_any_tag(prompt: str, tags: Iterable[str]) -> bool:
+    """True when one of ``tags`` appears anywhere in the prompt as whole words. (The mini-world's
+    ``has_quality_tag`` is stricter: a tag of its own list, standing alone between commas.)"""
     low = prompt.lower()
     return any(re.search(rf"(?<!\w){re.escape(t.lower())}(?!\w)", low) for t in tags)
 
@@ -84,8 +85,8 @@ def evaluate_pb(inputs: Sequence[str], outputs: Sequence[str], tags: Iterable[st
     return {
         "n": len(inputs),
         "keep_ci": round(sum(keep) / max(1, len(keep)), 4),
-        "tagged": round(sum(has_quality_tag(y, tags) for y in outputs) / max(1, len(outputs)), 4),
-        "input_tagged": round(sum(has_quality_tag(x, tags) for x in inputs) / max(1, len(inputs)), 4),
+        "tagged": round(sum(mentions_any_tag(y, tags) for y in outputs) / max(1, len(outputs)), 4),
+        "input_tagged": round(sum(mentions_any_tag(x, tags) for x in inputs) / max(1, len(inputs)), 4),
     }
 
 

@@ -10,7 +10,7 @@ from diffchat.cli import main
 from diffchat.data import miniworld
 from diffchat.loading import tiny_base
 from diffchat.model import DiffChat
-from diffchat.pb import PB_TEMPLATE, PBModel, evaluate_pb, has_quality_tag, pb_rows
+from diffchat.pb import PB_TEMPLATE, PBModel, evaluate_pb, mentions_any_tag, pb_rows
 from diffchat.profiles import TEMPLATE_T, TinyLMConfig, TrainConfig
 from diffchat.sft import sft_rows, train_completion_model
 
@@ -52,8 +52,8 @@ def test_sft_rows_use_template_t():
 def test_pb_rows_and_tags():
     row = pb_rows([{"simplified": "a cute boy", "prompt": "a cute boy, highly detailed"}])[0]
     assert row["prompt"] == PB_TEMPLATE.format(x="a cute boy")
-    assert has_quality_tag("a cat, highly detailed", ["highly detailed"])
-    assert not has_quality_tag("a cat, highly", ["highly detailed"])
+    assert mentions_any_tag("a cat, highly detailed", ["highly detailed"])
+    assert not mentions_any_tag("a cat, highly", ["highly detailed"])
     metrics = evaluate_pb(["a black cat"], ["a black cat, highly detailed"], ["highly detailed"])
     assert metrics == {"n": 1, "keep_ci": 1.0, "tagged": 1.0, "input_tagged": 0.0}
 
