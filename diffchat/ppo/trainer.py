@@ -207,7 +207,7 @@ class _Run:
                 self.optimizer.zero_grad()
                 for key, value in (("policy_loss", pg), ("value_loss", vf), ("clip_frac", clip_frac),
                                    ("approx_kl", approx_kl), ("entropy", masked_mean(entropy.detach(), m))):
-                    stats[key].append(float(value))
+                    stats[key].append(float(value.detach()))
         return {k: float(np.mean(v)) for k, v in stats.items()}
 
     def step(self) -> dict[str, Any]:
