@@ -248,7 +248,7 @@ def test_pi_minus_removes_or_replaces_a_keyword(tmp_path):
         if edit.action == "replace":
             assert edit.replacement in words
             assert edit.replacement in pool.by_pos[edit.pos]  # a training keyword of the same POS
-            assert (edit.keyword, edit.pos) in keywords_with_pos(edit.before) or edit.pos in "nav"
+            assert (edit.keyword, edit.pos) in keywords_with_pos(targets[edit.row])
             assert edit.replacement not in synonyms(edit.keyword)
     # rows not chosen (probability 0) are left alone
     same, none = apply_negative_edits(rollout, tokenizer, targets, pool, random.Random(3), 0.0, 0.5)

@@ -15,7 +15,8 @@ reward   = clip(score, -reward_clip, reward_clip).
   and raw target prompt. The released InstructPE rows have no raw prompts: there we use
   beautified_source_prompt as x_o and beautified_target_prompt as y_o.
 
-Every term is returned separately for logging.
+Every term is returned separately for logging. BeautifulPrompt also scaled rewards by a
+running std; we do not: the gains are already in std units and advantages are whitened.
 """
 
 from __future__ import annotations

@@ -125,14 +125,13 @@ class _Run:
 
     def load_checkpoint(self, folder: Path, settings: dict[str, Any]) -> None:
         # Our own file, holding Python and NumPy RNG states: not weights-only loadable.
-        state = torch.load(folder / "state.pt", map_location=self.accelerator.device, weights_only=False)
+        state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
         if json.loads(json.dumps(state["settings"])) != json.loads(json.dumps(settings)):
             raise ValueError(f"{folder} was written with other settings: remove it to start over")
         self.hydra.load_trainable_state(state["trainable"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.kl_ctl.load_state_dict(state["kl"])
-        state["rng"]["torch"] = state["rng"]["torch"].cpu()
         _set_rng_state(self.rng, state["rng"])
         self.iteration, self.history = state["iteration"], state["history"]
 
@@ -248,8 +247,10 @@ def train_ppo(
     rows: InstructPE train rows (beautified_source_prompt, instruction,
         beautified_target_prompt; source_prompt / target_prompt when known).
     rl: the profile's ``rl`` section (Table 3: PPO epochs per rollout, lr, unfrozen
-        layers, weight decay, max length); ppo: PPOConfig (A.5, switches for the
-        ablations: pi_plus, pi_minus, vci).
+        layers, weight decay, max length of T(x, i) + y). Its batch_size is not read:
+        ``ppo.rollouts`` (Table 3's RL batch, 128) sets the rows per iteration and
+        ``ppo.mini_batch_size`` the rows per update.
+    ppo: PPOConfig (A.5; switches for the ablations: pi_plus, pi_minus, vci).
     log: called with each iteration's log entry (after its checkpoint is written).
 
     A checkpoint is written every ``ppo.checkpoint_every`` iterations to
