@@ -339,3 +339,22 @@ def test_ablation_switches_run(models, tmp_path):
                     pi_minus=False, vci=False, adaptive_kl=False, whiten_advantages=False)
     result = train_ppo(sft, aes, pick, rows, tmp_path, RL, ppo, seed=1)
     assert result["iterations"][0]["kl_coef"] == 0.05 and result["iterations"][0]["pi_minus_edits"] == 0
+
+
+def test_train_ppo_on_a_tied_llama_family_model(models, tmp_path):
+    """SmolLM2's layout (the small profile): Llama blocks, rotary positions, tied head."""
+    sft, aes, pick, rows = models
+    from diffchat.models import load_tokenizer
+
+    tokenizer = load_tokenizer(sft)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=64, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "llama")
+    tokenizer.save_pretrained(tmp_path / "llama")
+    ppo = PPOConfig(rollouts=4, iterations=2, max_new_tokens=6, mini_batch_size=2)
+    result = train_ppo(tmp_path / "llama", aes, pick, rows, tmp_path / "out", RL, ppo, seed=0)
+    assert len(result["iterations"]) == 2
+    assert isinstance(DiffChat.from_pretrained(tmp_path / "out", device="cpu").rewrite("a cat", "make it red"), str)
