@@ -373,3 +373,33 @@ def batch_prefix_ci_scores(
             scorer = scorers[key] = PrefixCIScorer(x_o, i, y_o, threshold)
         results.append(scorer.scores(pieces))
     return results
+
+
+# ---- keywords with their part of speech (ADM pi-, section 3.3) -----------------------
+
+
+def keywords_with_pos(text: str) -> list[tuple[str, str]]:
+    """Listing 1's keywords of `text` with their WordNet POS ("n", "a" or "v").
+
+    The same words as :func:`extract_keywords`, in the same order; a lemma takes the POS
+    of its first occurrence. ADM pi- replaces a keyword only by one of the same POS.
+    """
+    _check_text(text, "text", allow_blank=True)
+    tokens = _nltk().word_tokenize(text)
+    keywords: dict[str, str] = {}
+    for token, tag in zip(tokens, _tag(tokens)):
+        lemma = _lemma(token, tag)
+        if _is_keyword(token, tag, lemma):
+            keywords.setdefault(lemma, _wordnet_pos(tag))
+    return list(keywords.items())
+
+
+def word_lemmas(word: str) -> frozenset[str]:
+    """Every lemma `word` can have (as a noun, verb, adjective or adverb), and the word itself.
+
+    A word in a generated text "holds" a keyword when the keyword is among these: ADM pi-
+    uses it to find and edit every occurrence of a keyword whatever its tag.
+    """
+    _check_text(word, "word", allow_blank=False)
+    lower = word.strip().lower()
+    return frozenset({lower, *(_lemma_as(lower, pos) for pos in "nvar")})

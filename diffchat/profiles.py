@@ -122,6 +122,16 @@ class PPOConfig:
     max_new_tokens: int = 128
     rollouts: int = 128  # prompts per PPO iteration (Table 3 RL batch size)
     iterations: int = 100
+    reward_ci_weight: float = 1.0  # ours: weight of thresholded CI next to the RM gains (ppo/rewards.py)
+    mini_batch_size: int = 32  # ours: rollout rows per PPO update (optimizer step)
+    whiten_advantages: bool = True  # ours, as trlx/Ziegler et al.: whiten advantages per rollout
+    pi_plus: bool = True  # 3.3: ADM pi+ (typical sampling); off = plain sampling (Fig. 7 ablation)
+    pi_minus: bool = True  # 3.3: ADM pi- keyword edits (Table 2a ablation)
+    vci: bool = True  # 3.3: VCI in GAE (Table 2b ablation)
+    vci_threshold: bool = False  # ours: raw CI inside V' (ppo/vci.py says why)
+    vci_critic_target: str = "v"  # ours: critic regresses on A' + V ("v") or A' + V' ("v_prime")
+    adm_pool_rows: int = 5000  # ours: training rows whose keywords form the pi- replacement pool
+    checkpoint_every: int = 10  # ours: iterations between resumable checkpoints
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,135 @@
+"""Rollouts: sample y ~ pi(. | T(x, i)) and keep what PPO and VCI need about every token.
+
+A rollout holds the left-padded queries T(x, i), the right-padded responses (each cut
+after its first EOS; the EOS itself is the "stop" action and stays in the response mask;
+everything after it is padding that no mask admits), the decoded texts and the text
+piece each token adds (for the CI of every prefix, VCI).
+
+ADM pi+ (section 3.3, eq. 3) is locally typical sampling with mass p (Meister et al.,
+2023); pi+ off is plain multinomial sampling at temperature 1 (eq. 2). The sampler's
+processed scores are never used as log-probs: typical sampling and pi- edits are
+off-policy, so the behaviour log-probs come from a forward pass over the tokens that are
+actually in the rollout (ppo/trainer.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from diffchat.model import TemplateLM
+
+DECODE = {"skip_special_tokens": True, "clean_up_tokenization_spaces": False}
+
+
+class _Template(TemplateLM):
+    """TemplateLM's budget-aware `fill` without a model: T(x, i), x cut to fit."""
+
+    def __init__(self, tokenizer: Any, max_length: int) -> None:
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+
+def query_texts(tokenizer: Any, rows: Sequence[dict], max_length: int, max_new_tokens: int
+                ) -> list[str]:
+    """T(x, i) for each InstructPE row (x = beautified_source_prompt, i = instruction)."""
+    template = _Template(tokenizer, max_length)
+    return [template.fill(max_new_tokens, x=r["beautified_source_prompt"].strip(),
+                          i=r["instruction"].strip()) for r in rows]
+
+
+def incremental_pieces(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    """The text each token adds: piece_k = decode(ids[:k+1]) - decode(ids[:k]).
+
+    Byte-level BPE tokens decoded one at a time do not give the text back (a character
+    can span tokens). A prefix that ends inside a character decodes to a trailing U+FFFD;
+    its piece is then "" and the character goes to the token that completes it. The last
+    piece takes whatever is left, so "".join(pieces) == decode(ids) exactly.
+    """
+    pieces, emitted = [], ""
+    for k in range(len(ids)):
+        text = tokenizer.decode(list(ids[: k + 1]), **DECODE)
+        if text.startswith(emitted) and not text.endswith("\ufffd"):
+            pieces.append(text[len(emitted):])
+            emitted = text
+        else:
+            pieces.append("")
+    full = tokenizer.decode(list(ids), **DECODE)
+    if pieces and full != emitted:
+        if not full.startswith(emitted):
+            raise ValueError(f"decoding is not prefix-stable for these tokens: {emitted!r} / {full!r}")
+        pieces[-1] += full[len(emitted):]
+    return pieces
+
+
+def cut_at_eos(tokens: Sequence[int], eos_id: int) -> list[int]:
+    """The response up to and including its first EOS (all of it when there is none)."""
+    tokens = list(tokens)
+    return tokens[: tokens.index(eos_id) + 1] if eos_id in tokens else tokens
+
+
+def pad_right(rows: Sequence[Sequence[int]], pad_id: int, device: torch.device | str
+              ) -> tuple[Tensor, Tensor]:
+    """Right-padded ids and their mask (1 on real tokens)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for n, r in enumerate(rows):
+        ids[n, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[n, : len(r)] = 1
+    return ids.to(device), mask.to(device)
+
+
+@dataclass
+class Rollout:
+    """One batch of queries and sampled responses."""
+
+    rows: list[dict]  # the InstructPE rows
+    query_ids: Tensor  # [B, Q], left-padded
+    query_mask: Tensor  # [B, Q]
+    response_ids: Tensor  # [B, R], right-padded after EOS
+    response_mask: Tensor  # [B, R], 1 on real response tokens (EOS included)
+    texts: list[str]  # decoded responses (special tokens dropped)
+    pieces: list[list[str]]  # text added by each real response token; joins to texts[b]
+
+    @property
+    def input_ids(self) -> Tensor:
+        return torch.cat([self.query_ids, self.response_ids], 1)
+
+    @property
+    def attention_mask(self) -> Tensor:
+        return torch.cat([self.query_mask, self.response_mask], 1)
+
+    def with_responses(self, responses: Sequence[Sequence[int]], tokenizer: Any) -> Rollout:
+        """The same queries with new response token lists (e.g. after pi- edits)."""
+        ids, mask = pad_right(responses, tokenizer.pad_token_id, self.query_ids.device)
+        return replace(self, response_ids=ids, response_mask=mask,
+                       texts=[tokenizer.decode(list(r), **DECODE) for r in responses],
+                       pieces=[incremental_pieces(tokenizer, r) for r in responses])
+
+    def response_lists(self) -> list[list[int]]:
+        return [ids[: int(m.sum())].tolist() for ids, m in zip(self.response_ids, self.response_mask)]
+
+
+@torch.no_grad()
+def sample_rollout(model: Any, tokenizer: Any, rows: Sequence[dict], *, max_length: int,
+                   max_new_tokens: int, typical_p: float | None) -> Rollout:
+    """Sample one response per row from T(x, i): typical sampling (pi+) or plain (pi+ off)."""
+    from transformers import GenerationConfig
+
+    tokenizer.padding_side = "left"
+    device = next(model.parameters()).device
+    enc = tokenizer(query_texts(tokenizer, rows, max_length, max_new_tokens), padding=True,
+                    add_special_tokens=False, return_tensors="pt").to(device)
+    config = GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+                              typical_p=typical_p if typical_p is not None else 1.0,
+                              max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=tokenizer.eos_token_id)
+    out = model.generate(**enc, generation_config=config)
+    responses = [cut_at_eos(r, tokenizer.eos_token_id) for r in out[:, enc["input_ids"].shape[1]:].tolist()]
+    empty = torch.empty(0, dtype=torch.long, device=device)
+    rollout = Rollout(list(rows), enc["input_ids"], enc["attention_mask"], empty, empty, [], [])
+    return rollout.with_responses(responses, tokenizer)

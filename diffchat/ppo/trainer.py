@@ -1,0 +1,282 @@
+"""PPO training of DiffChat with APC feedback, ADM and VCI (section 3.3, appendix A.5).
+
+One iteration:
+  1. sample `rollouts` InstructPE rows and roll out T(x, i) -> y (pi+ = typical sampling);
+  2. pi-: edit ~4% of the responses (ppo/adm.py);
+  3. score them (ppo/rewards.py): aesthetics and PickScore gains + content integrity;
+  4. one no-grad pass over the rollout: frozen trunk (cached), behaviour log-probs and
+     values (policy top), reference log-probs (reference top);
+  5. per-token rewards -beta * KL with the score at the last real token; GAE with
+     V' = V + alpha * CI (VCI); whitened advantages;
+  6. `rl.epochs` PPO epochs over shuffled mini-batches, reusing the cached trunk;
+  7. adapt the KL coefficient; log; checkpoint every `checkpoint_every` iterations.
+
+Dropout stays off (eval mode) in rollouts and updates, so the first PPO epoch on fresh
+data has ratio exactly 1. Accelerate places the model, runs backward and bf16 autocast
+on GPUs with fp32 master weights, so `accelerate launch` runs this entry point unchanged
+(each process samples its own rows; a resume restores the main process's RNG).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffchat.models import load_causal_lm, load_tokenizer
+from diffchat.ppo.adm import KeywordPool, apply_negative_edits
+from diffchat.ppo.core import (
+    AdaptiveKLController,
+    FixedKLController,
+    kl_penalised_rewards,
+    masked_mean,
+    masked_whiten,
+    policy_loss,
+    value_loss,
+)
+from diffchat.ppo.hydra import Hydra
+from diffchat.ppo.rewards import SequenceReward, references
+from diffchat.ppo.rollout import Rollout, sample_rollout
+from diffchat.ppo.vci import state_ci, vci_gae
+from diffchat.profiles import PPOConfig, TrainConfig
+from diffchat.reward_models import TextRewardModel
+
+CHECKPOINT = "checkpoint"
+LOG_FILE = "ppo_log.json"
+
+
+def _settings(rl: TrainConfig, ppo: PPOConfig, seed: int) -> dict[str, Any]:
+    return {"rl": dataclasses.asdict(rl), "ppo": dataclasses.asdict(ppo), "seed": seed}
+
+
+def _rng_state(rng: random.Random) -> dict[str, Any]:
+    state = {"python": rng.getstate(), "global_python": random.getstate(),
+             "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(rng: random.Random, state: dict[str, Any]) -> None:
+    rng.setstate(state["python"])
+    random.setstate(state["global_python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class _Run:
+    """The state of one PPO run: models, optimiser, schedule, KL controller, RNG, log."""
+
+    def __init__(self, sft_model: Path, aesthetic_rm: Path, pickscore_rm: Path, rows: Sequence[dict],
+                 rl: TrainConfig, ppo: PPOConfig, seed: int) -> None:
+        from accelerate import Accelerator
+
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        self.accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no")
+        self.rl, self.ppo, self.rows = rl, ppo, list(rows)
+        self.rng = random.Random(seed + self.accelerator.process_index)
+        torch.manual_seed(seed + self.accelerator.process_index)
+        device = self.accelerator.device
+
+        self.tokenizer = load_tokenizer(sft_model)
+        # fp32 master weights; autocast mixes in bf16 on GPUs (section 4.1).
+        model = load_causal_lm(sft_model, dtype="float32", device=device).eval()
+        self.hydra = Hydra(model, rl.unfreeze_layers).to(device).eval()
+        self.reward = SequenceReward(TextRewardModel.from_pretrained(aesthetic_rm, device=device),
+                                     TextRewardModel.from_pretrained(pickscore_rm, device=device), ppo)
+        pool_rows = random.Random(seed).sample(self.rows, min(ppo.adm_pool_rows, len(self.rows)))
+        self.pool = KeywordPool(references(r)[2] for r in pool_rows) if ppo.pi_minus else None
+
+        params = [p for p in self.hydra.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=rl.lr, betas=ppo.adam_betas, eps=ppo.adam_eps,
+                                      weight_decay=rl.weight_decay)
+        updates_per_epoch = math.ceil(min(ppo.rollouts, len(self.rows)) / ppo.mini_batch_size)
+        self.total_updates = ppo.iterations * int(rl.epochs) * updates_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.total_updates)
+        self.model, self.optimizer = self.accelerator.prepare(self.hydra, optimizer)
+        self.kl_ctl = (AdaptiveKLController(ppo.init_kl_coef, ppo.target_kl, ppo.kl_horizon)
+                       if ppo.adaptive_kl else FixedKLController(ppo.init_kl_coef))
+        self.iteration, self.history = 0, []
+
+    # ---- checkpoints ----------------------------------------------------------------------
+
+    def save_checkpoint(self, folder: Path, settings: dict[str, Any]) -> None:
+        """Everything needed to continue exactly where this iteration ended."""
+        if not self.accelerator.is_main_process:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {"iteration": self.iteration, "settings": settings,
+                 "trainable": self.hydra.trainable_state(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "kl": self.kl_ctl.state_dict(),
+                 "rng": _rng_state(self.rng), "history": self.history}
+        torch.save(state, folder / "state.pt.tmp")
+        (folder / "state.pt.tmp").replace(folder / "state.pt")
+
+    def load_checkpoint(self, folder: Path, settings: dict[str, Any]) -> None:
+        # Our own file, holding Python and NumPy RNG states: not weights-only loadable.
+        state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
+        if json.loads(json.dumps(state["settings"])) != json.loads(json.dumps(settings)):
+            raise ValueError(f"{folder} was written with other settings: remove it to start over")
+        self.hydra.load_trainable_state(state["trainable"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.kl_ctl.load_state_dict(state["kl"])
+        _set_rng_state(self.rng, state["rng"])
+        self.iteration, self.history = state["iteration"], state["history"]
+
+    # ---- one iteration ----------------------------------------------------------------------
+
+    def rollout(self) -> tuple[Rollout, list[Any], torch.Tensor, dict[str, list[float]]]:
+        """Steps 1-3: sample, pi- edits, sequence scores."""
+        ppo = self.ppo
+        picks = self.rng.sample(range(len(self.rows)), min(ppo.rollouts, len(self.rows)))
+        rows = [self.rows[i] for i in picks]
+        with self.accelerator.autocast():
+            rollout = sample_rollout(self.hydra.model, self.tokenizer, rows, max_length=self.rl.max_length,
+                                     max_new_tokens=ppo.max_new_tokens,
+                                     typical_p=ppo.typical_p if ppo.pi_plus else None)
+        edits: list[Any] = []
+        if ppo.pi_minus:
+            rollout, edits = apply_negative_edits(
+                rollout, self.tokenizer, [references(r)[2] for r in rows], self.pool, self.rng,
+                ppo.adm_negative_prob, ppo.adm_remove_prob)
+        scores, terms = self.reward(rows, rollout.texts)
+        return rollout, edits, scores.to(self.accelerator.device), terms
+
+    @torch.no_grad()
+    def evaluate(self, rollout: Rollout) -> dict[str, torch.Tensor]:
+        """Step 4: trunk cache, behaviour log-probs and values, reference log-probs."""
+        ids, chunk = rollout.response_ids, self.ppo.mini_batch_size
+        with self.accelerator.autocast():
+            trunk = self.hydra.trunk(rollout.input_ids, rollout.attention_mask)
+            parts = [self.hydra(trunk.hidden[s:s + chunk], trunk.attention_mask[s:s + chunk], ids[s:s + chunk])
+                     for s in range(0, len(ids), chunk)]
+            ref = torch.cat([self.hydra.reference_logprobs(trunk[s:s + chunk], ids[s:s + chunk])
+                             for s in range(0, len(ids), chunk)])
+        return {"trunk": trunk, "logprobs": torch.cat([p[0] for p in parts]),
+                "values": torch.cat([p[1] for p in parts]), "ref_logprobs": ref}
+
+    def advantages(self, rollout: Rollout, old: dict[str, torch.Tensor], scores: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Step 5: KL-penalised rewards, (VCI-)GAE, whitening. Returns (adv, returns, kl)."""
+        ppo, mask = self.ppo, rollout.response_mask.float()
+        rewards, kl = kl_penalised_rewards(old["logprobs"], old["ref_logprobs"], mask, scores, self.kl_ctl.value)
+        alpha = ppo.vci_alpha if ppo.vci else 0.0
+        if alpha:
+            ci = state_ci(rollout.pieces, [references(r) for r in rollout.rows], mask.shape[1],
+                          ppo.ci_threshold if ppo.vci_threshold else None).to(mask.device)
+        else:
+            ci = torch.zeros_like(mask)
+        adv, returns = vci_gae(rewards, old["values"], mask, ci, alpha, ppo.gamma, ppo.lam, ppo.vci_critic_target)
+        if ppo.whiten_advantages:
+            adv = masked_whiten(adv, mask)
+        return adv, returns, kl
+
+    def update(self, rollout: Rollout, old: dict[str, torch.Tensor], adv: torch.Tensor,
+               returns: torch.Tensor) -> dict[str, float]:
+        """Step 6: `rl.epochs` epochs of clipped PPO updates over shuffled mini-batches."""
+        ppo, mask, trunk = self.ppo, rollout.response_mask.float(), old["trunk"]
+        stats: dict[str, list[float]] = {k: [] for k in
+                                         ("policy_loss", "value_loss", "clip_frac", "approx_kl", "entropy")}
+        for _ in range(int(self.rl.epochs)):
+            order = torch.randperm(len(mask)).to(mask.device)
+            for mb in order.split(ppo.mini_batch_size):
+                m = mask[mb]
+                with self.accelerator.autocast():
+                    logprobs, values, entropy = self.model(trunk.hidden[mb], trunk.attention_mask[mb],
+                                                           rollout.response_ids[mb])
+                    pg, clip_frac, approx_kl = policy_loss(logprobs, old["logprobs"][mb], adv[mb], m,
+                                                           ppo.cliprange)
+                    vf, _ = value_loss(values, old["values"][mb], returns[mb], m, ppo.cliprange_value,
+                                       ppo.vf_coef)
+                self.accelerator.backward(pg + vf)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad()
+                for key, value in (("policy_loss", pg), ("value_loss", vf), ("clip_frac", clip_frac),
+                                   ("approx_kl", approx_kl), ("entropy", masked_mean(entropy.detach(), m))):
+                    stats[key].append(float(value.detach()))
+        return {k: float(np.mean(v)) for k, v in stats.items()}
+
+    def step(self) -> dict[str, Any]:
+        """One PPO iteration; returns its log entry."""
+        start = time.time()
+        rollout, edits, scores, terms = self.rollout()
+        old = self.evaluate(rollout)
+        adv, returns, kl = self.advantages(rollout, old, scores)
+        mask = rollout.response_mask.float()
+        seq_kl = float(kl.sum(1).mean())
+        entry: dict[str, Any] = {"iteration": self.iteration + 1, "kl_coef": self.kl_ctl.value}
+        entry.update({k: float(np.mean(v)) for k, v in terms.items()})
+        entry.update(self.update(rollout, old, adv, returns))
+        self.kl_ctl.update(seq_kl, n_steps=len(mask))
+        entry.update(kl=seq_kl, value_error=float(masked_mean((old["values"] - returns) ** 2, mask)),
+                     response_length=float(mask.sum(1).mean()), pi_minus_edits=len(edits),
+                     lr=self.scheduler.get_last_lr()[0], seconds=time.time() - start)
+        self.iteration += 1
+        self.history.append(entry)
+        return entry
+
+
+def train_ppo(
+    sft_model: str | Path,
+    aesthetic_rm: str | Path,
+    pickscore_rm: str | Path,
+    rows: Sequence[dict],
+    out_dir: str | Path,
+    rl: TrainConfig,
+    ppo: PPOConfig,
+    seed: int = 0,
+    log: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """PPO from the SFT model; writes a DiffChat model folder and ``ppo_log.json`` to `out_dir`.
+
+    sft_model: folder of the SFT causal LM (the policy's start and the reference).
+    aesthetic_rm, pickscore_rm: folders written by ``reward_models.train_reward_model``.
+    rows: InstructPE train rows (beautified_source_prompt, instruction,
+        beautified_target_prompt; source_prompt / target_prompt when known).
+    rl: the profile's ``rl`` section (Table 3: PPO epochs per rollout, lr, unfrozen
+        layers, weight decay, max length of T(x, i) + y). Its batch_size is not read:
+        ``ppo.rollouts`` (Table 3's RL batch, 128) sets the rows per iteration and
+        ``ppo.mini_batch_size`` the rows per update.
+    ppo: PPOConfig (A.5; switches for the ablations: pi_plus, pi_minus, vci).
+    log: called with each iteration's log entry (after its checkpoint is written).
+
+    A checkpoint is written every ``ppo.checkpoint_every`` iterations to
+    ``out_dir/checkpoint``; calling again with the same arguments resumes from it and
+    ends with the same weights as an uninterrupted run. It is removed once the final
+    model is written. Returns the log.
+    """
+    out_dir = Path(out_dir)
+    if not rows:
+        raise ValueError("no InstructPE rows to train on")
+    settings = _settings(rl, ppo, seed)
+    run = _Run(Path(sft_model), Path(aesthetic_rm), Path(pickscore_rm), rows, rl, ppo, seed)
+    checkpoint = out_dir / CHECKPOINT
+    if (checkpoint / "state.pt").is_file():
+        run.load_checkpoint(checkpoint, settings)
+    while run.iteration < ppo.iterations:
+        entry = run.step()
+        if run.iteration % ppo.checkpoint_every == 0 and run.iteration < ppo.iterations:
+            run.save_checkpoint(checkpoint, settings)
+        if log is not None and run.accelerator.is_main_process:
+            log(entry)
+
+    result = {**settings, "parameters": run.hydra.parameter_counts(), "iterations": run.history}
+    run.accelerator.wait_for_everyone()
+    if run.accelerator.is_main_process:
+        run.accelerator.unwrap_model(run.model).save_pretrained(out_dir, run.tokenizer)
+        (out_dir / LOG_FILE).write_text(json.dumps(result, indent=2))
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    return result

@@ -1,0 +1,360 @@
+"""PPO with ADM and VCI (section 3.3) on tiny real models (BLOOM and Llama from configs)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import BloomConfig, BloomForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from diffchat.data import miniworld
+from diffchat.integrity import ci_score, extract_keywords, keywords_with_pos, synonyms, word_lemmas
+from diffchat.model import DiffChat
+from diffchat.models import tiny_base
+from diffchat.ppo import (
+    AdaptiveKLController,
+    Hydra,
+    compute_gae,
+    kl_penalised_rewards,
+    masked_mean,
+    policy_loss,
+    train_ppo,
+    value_loss,
+)
+from diffchat.ppo.adapters import position_ids_from_mask
+from diffchat.ppo.adm import KeywordPool, apply_negative_edits
+from diffchat.ppo.hydra import VALUE_HEAD_FILE
+from diffchat.ppo.rollout import Rollout, cut_at_eos, incremental_pieces, pad_right, query_texts
+from diffchat.ppo.vci import state_ci, vci_gae
+from diffchat.profiles import PPOConfig, TinyLMConfig, TrainConfig
+from diffchat.tiny import build_regression_model, train_bpe_tokenizer
+
+
+def _rows(n: int = 40) -> list[dict]:
+    return [{"beautified_source_prompt": t["input"], "instruction": t["edit"],
+             "beautified_target_prompt": t["output"]} for t in miniworld.generate_triplets(n, seed=1)]
+
+
+def _bloom(n_layer: int = 3) -> BloomForCausalLM:
+    torch.manual_seed(0)
+    return BloomForCausalLM(BloomConfig(vocab_size=64, hidden_size=32, n_layer=n_layer, n_head=4)).eval()
+
+
+def _llama(n_layer: int = 3) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, num_hidden_layers=n_layer, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=64, tie_word_embeddings=False)
+    return LlamaForCausalLM(config).eval()
+
+
+FAMILIES = {"bloom": _bloom, "llama": _llama}
+
+
+def _batch(response_len: int = 4):
+    """Left-padded queries + right-padded responses; row 1's response ends (EOS) early."""
+    torch.manual_seed(1)
+    ids = torch.randint(4, 64, (3, 10))
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0  # left padding of the query
+    mask[1, -2:] = 0  # padding after row 1's EOS
+    return ids, mask, ids[:, -response_len:], mask[:, -response_len:].float()
+
+
+# ---- core ---------------------------------------------------------------------------------
+
+
+def test_compute_gae_against_a_hand_worked_example():
+    gamma, lam = 0.9, 0.8  # gamma * lam = 0.72
+    rewards = torch.tensor([[0.0, 0.0, 1.0], [0.5, 1.0, 0.0]])
+    values = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 9.0]])  # 9.0 sits after row 1's end
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    adv, ret = compute_gae(rewards, values, mask, gamma, lam)
+    # Row 0: delta_2 = 1 + 0 - 0.3 = 0.7                  A_2 = 0.7
+    #        delta_1 = 0 + 0.9 * 0.3 - 0.2 = 0.07          A_1 = 0.07 + 0.72 * 0.7 = 0.574
+    #        delta_0 = 0 + 0.9 * 0.2 - 0.1 = 0.08          A_0 = 0.08 + 0.72 * 0.574 = 0.49328
+    # Row 1 ends at t = 1 (bootstrap 0): delta_1 = 1 - 0.5 = 0.5, A_1 = 0.5
+    #        delta_0 = 0.5 + 0.9 * 0.5 - 0.4 = 0.55        A_0 = 0.55 + 0.72 * 0.5 = 0.91
+    assert torch.allclose(adv, torch.tensor([[0.49328, 0.574, 0.7], [0.91, 0.5, 0.0]]))
+    # returns = advantages + values (before whitening)
+    assert torch.allclose(ret, torch.tensor([[0.59328, 0.774, 1.0], [1.31, 1.0, 9.0]]))
+
+
+def test_kl_penalty_puts_the_score_on_the_last_real_token():
+    logprobs = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -1.0, -5.0]])
+    ref = torch.tensor([[-1.5, -2.0, -2.0], [-2.0, -1.0, -1.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    rewards, kl = kl_penalised_rewards(logprobs, ref, mask, torch.tensor([2.0, 3.0]), kl_coef=0.1)
+    assert torch.allclose(kl, torch.tensor([[0.5, 0.0, -1.0], [1.0, 0.0, 0.0]]))
+    assert torch.allclose(rewards, torch.tensor([[-0.05, 0.0, 2.1], [-0.1, 3.0, 0.0]]))
+
+
+def test_adaptive_kl_controller_moves_the_right_way():
+    up = AdaptiveKLController(0.05, target=6.0, horizon=10_000)
+    up.update(12.0, n_steps=128)  # error clipped to +0.2
+    assert up.value == pytest.approx(0.05 * (1 + 0.2 * 128 / 10_000))
+    down = AdaptiveKLController(0.05, target=6.0, horizon=10_000)
+    down.update(5.4, n_steps=128)  # error = 5.4 / 6 - 1 = -0.1
+    assert down.value == pytest.approx(0.05 * (1 - 0.1 * 128 / 10_000))
+    assert down.value < 0.05 < up.value
+
+
+def test_vci_with_alpha_zero_is_an_exact_no_op():
+    torch.manual_seed(0)
+    rewards, values = torch.randn(3, 5), torch.randn(3, 5)
+    mask = torch.tensor([[1.0] * 5, [1.0] * 3 + [0.0] * 2, [1.0] + [0.0] * 4])
+    ci = torch.rand(3, 5)
+    plain = compute_gae(rewards, values, mask, 0.99, 0.95)
+    for target in ("v", "v_prime"):
+        adv, ret = vci_gae(rewards, values, mask, ci, 0.0, 0.99, 0.95, target)
+        assert torch.equal(adv, plain[0]) and torch.equal(ret, plain[1])
+    # With alpha > 0 the advantages move, and the "v" critic target is A' + V.
+    adv, ret = vci_gae(rewards, values, mask, ci, 0.05, 0.99, 0.95, "v")
+    assert not torch.equal(adv, plain[0]) and torch.equal(ret, adv + values)
+
+
+def test_state_ci_scores_the_tokens_before_each_action():
+    ref = ("a horse in a field", "turn the horse into a zebra", "a zebra in a field")
+    pieces = [[" a", " zebra", " in", " a", " field", ""]]
+    ci = state_ci(pieces, [ref], width=8, threshold=None)
+    prefixes = ["", " a", " a zebra", " a zebra in", " a zebra in a", " a zebra in a field"]
+    expected = [ci_score(*ref, p, threshold=None) for p in prefixes] + [0.0, 0.0]
+    assert ci[0].tolist() == pytest.approx(expected)
+
+
+# ---- hydra ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cached_trunk_gives_the_full_forward_logprobs(family):
+    model = FAMILIES[family]()
+    hydra = Hydra(model, n_unfrozen=2).eval()
+    ids, mask, response, _ = _batch()
+    trunk = hydra.trunk(ids, mask)
+    logprobs, values, entropy = hydra(trunk.hidden, trunk.attention_mask, response)
+    extra = {"position_ids": position_ids_from_mask(mask)} if family == "llama" else {}
+    full = model(input_ids=ids, attention_mask=mask, **extra).logits.log_softmax(-1)
+    full = full[:, -response.shape[1] - 1 : -1].gather(-1, response[..., None]).squeeze(-1)
+    assert torch.allclose(logprobs, full, atol=1e-5)
+    assert values.shape == entropy.shape == response.shape
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_hydra_holds_fewer_parameters_than_two_models(family):
+    counts = Hydra(FAMILIES[family](), n_unfrozen=1).parameter_counts()
+    assert counts["held"] == counts["full_model"] + counts["reference_top"] + counts["value_head"]
+    assert counts["held"] < 2 * counts["full_model"]
+    assert counts["trainable"] < counts["full_model"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_reference_equals_policy_before_the_first_update(family):
+    hydra = Hydra(FAMILIES[family](), n_unfrozen=2).eval()
+    ids, mask, response, _ = _batch()
+    trunk = hydra.trunk(ids, mask)
+    with torch.no_grad():
+        logprobs = hydra(trunk.hidden, trunk.attention_mask, response)[0]
+    assert torch.equal(hydra.reference_logprobs(trunk, response), logprobs)
+
+
+def test_first_epoch_on_fresh_data_has_ratio_one():
+    hydra = Hydra(_bloom(), n_unfrozen=2).eval()
+    ids, mask, response, rmask = _batch()
+    trunk = hydra.trunk(ids, mask)
+    with torch.no_grad():
+        old = hydra(trunk.hidden, trunk.attention_mask, response)[0]
+    new = hydra(trunk.hidden, trunk.attention_mask, response)[0]
+    adv = torch.randn_like(rmask)
+    loss, clip_frac, approx_kl = policy_loss(new, old, adv, rmask, cliprange=0.2)
+    assert torch.equal(torch.exp(new - old), torch.ones_like(new))
+    assert loss.item() == pytest.approx(-masked_mean(adv, rmask).item(), abs=1e-7)
+    assert clip_frac.item() == 0.0 and approx_kl.item() == 0.0
+    loss.backward()  # gradients reach the trainable top and not the frozen bottom
+    assert hydra.adapter.blocks[-1].mlp.dense_4h_to_h.weight.grad is not None
+    assert hydra.adapter.blocks[0].mlp.dense_4h_to_h.weight.grad is None
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tokens_after_eos_change_nothing(family):
+    hydra = Hydra(FAMILIES[family](), n_unfrozen=2).eval()
+    ids, mask, response, rmask = _batch()
+    other = ids.clone()
+    other[1, -2:] = torch.tensor([5, 6])  # row 1's padding after EOS
+    assert not torch.equal(other, ids)
+    results = []
+    for batch in (ids, other):
+        trunk = hydra.trunk(batch, mask)
+        with torch.no_grad():
+            logprobs, values, _ = hydra(trunk.hidden, trunk.attention_mask, batch[:, -4:])
+            ref = hydra.reference_logprobs(trunk, batch[:, -4:])
+        rewards, kl = kl_penalised_rewards(logprobs, ref - 0.1, rmask, torch.tensor([1.0, 2.0, 3.0]), 0.05)
+        adv, ret = compute_gae(rewards, values, rmask, 0.99, 0.95)
+        pg = policy_loss(logprobs, logprobs.detach() - 0.01, adv, rmask, 0.2)[0]
+        vf = value_loss(values, values + 0.3, ret, rmask, 0.2, 0.5)[0]
+        results.append([logprobs * rmask, values * rmask, rewards, kl, adv, ret * rmask, pg, vf])
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert cut_at_eos([7, 8, 2, 9, 2], eos_id=2) == [7, 8, 2]
+
+
+def test_save_pretrained_round_trips_the_value_head(tmp_path):
+    tokenizer = train_bpe_tokenizer(["a red cat", "a blue dog"] * 5, vocab_size=300)
+    model = BloomForCausalLM(BloomConfig(vocab_size=len(tokenizer), hidden_size=32, n_layer=2, n_head=4))
+    hydra = Hydra(model, n_unfrozen=1)
+    hydra.save_pretrained(tmp_path, tokenizer)
+    again = Hydra(BloomForCausalLM.from_pretrained(tmp_path), n_unfrozen=1)
+    again.load_value_head(tmp_path)
+    for a, b in zip(hydra.value_head.parameters(), again.value_head.parameters()):
+        assert torch.equal(a, b)
+
+
+# ---- rollouts and ADM pi- ---------------------------------------------------------------------
+
+
+def test_incremental_pieces_join_to_the_decoded_text():
+    texts = ["a café at night, naïve art 🎨 and 日本の庭", "a red cat"] * 3
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=300)
+    ids = tokenizer(texts[0], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    pieces = incremental_pieces(tokenizer, ids)
+    assert len(pieces) == len(ids) and "".join(pieces) == texts[0]
+    # Byte tokens of one character decode to U+FFFD one by one: those pieces stay empty.
+    assert "" in pieces[:-1] and "\ufffd" not in "".join(pieces)
+    assert pieces[-1] == ""  # EOS adds no text
+
+
+def test_pi_minus_removes_or_replaces_a_keyword(tmp_path):
+    rows = _rows(40)
+    targets = [r["beautified_target_prompt"] for r in rows[:8]]
+    tokenizer = train_bpe_tokenizer([r["beautified_target_prompt"] for r in rows] * 2, vocab_size=400)
+    responses = [tokenizer(" " + t, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+                 for t in targets]
+    ids, mask = pad_right(responses, tokenizer.pad_token_id, "cpu")
+    empty = torch.empty(0, dtype=torch.long)
+    rollout = Rollout(rows[:8], ids[:, :1], torch.ones_like(ids[:, :1]), empty, empty, [], [])
+    rollout = rollout.with_responses(responses, tokenizer)
+    pool = KeywordPool(r["beautified_target_prompt"] for r in rows)
+    edited, edits = apply_negative_edits(rollout, tokenizer, targets, pool, random.Random(3),
+                                         negative_prob=1.0, remove_prob=0.5)
+    assert len(edits) == 8 and {e.action for e in edits} == {"remove", "replace"}
+    for edit in edits:
+        text = edited.texts[edit.row]
+        assert text == edit.after and edited.response_lists()[edit.row][-1] == tokenizer.eos_token_id
+        assert "".join(edited.pieces[edit.row]) == text
+        words = [w for w in text.replace(",", " ").split()]
+        assert not any(edit.keyword in word_lemmas(w) for w in words)  # every occurrence is gone
+        assert edit.keyword not in extract_keywords(text)
+        if edit.action == "replace":
+            assert edit.replacement in words
+            assert edit.replacement in pool.by_pos[edit.pos]  # a training keyword of the same POS
+            assert (edit.keyword, edit.pos) in keywords_with_pos(targets[edit.row])
+            assert edit.replacement not in synonyms(edit.keyword)
+    # rows not chosen (probability 0) are left alone
+    same, none = apply_negative_edits(rollout, tokenizer, targets, pool, random.Random(3), 0.0, 0.5)
+    assert same is rollout and none == []
+
+
+def test_query_texts_follow_template_t():
+    tokenizer = train_bpe_tokenizer(["a red cat", "make it blue"] * 5, vocab_size=300)
+    row = {"beautified_source_prompt": " a red cat ", "instruction": "make it blue",
+           "beautified_target_prompt": "a blue cat"}
+    from diffchat.profiles import TEMPLATE_T
+
+    assert query_texts(tokenizer, [row], 384, 32) == [TEMPLATE_T.format(x="a red cat", i="make it blue")]
+
+
+# ---- train_ppo ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A random-init tiny SFT model and two tiny text RMs (mechanics, not quality)."""
+    rows = _rows(200)
+    texts = miniworld.vocabulary_texts() + [r["beautified_target_prompt"] for r in rows]
+    root = tmp_path_factory.mktemp("ppo_models")
+    sft = tiny_base(texts, root / "sft", TinyLMConfig(vocab_size=600, hidden_size=32, n_layer=2, n_head=2))
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=300)
+    rms = []
+    for seed, target in enumerate(("aesthetic", "pickscore")):
+        folder = root / target
+        build_regression_model(tokenizer, TinyLMConfig(vocab_size=300, hidden_size=32, n_layer=1, n_head=2),
+                               seed=seed).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        (folder / "label_stats.json").write_text(json.dumps(
+            {"target": target, "mean": 5.0 + 15 * seed, "std": 0.5 + seed, "max_length": 64}))
+        rms.append(folder)
+    return sft, rms[0], rms[1], rows[:40]
+
+
+RL = TrainConfig(epochs=2, batch_size=4, max_length=128, lr=1e-3, unfreeze_layers=1, weight_decay=1e-6)
+PPO = PPOConfig(rollouts=4, iterations=4, max_new_tokens=8, mini_batch_size=2, checkpoint_every=2,
+                adm_negative_prob=0.5, adm_pool_rows=40)
+
+
+def _weights(folder):
+    return {**load_file(folder / "model.safetensors"), **load_file(folder / VALUE_HEAD_FILE)}
+
+
+class Stop(Exception):
+    pass
+
+
+def test_train_ppo_resumes_to_the_same_weights_and_writes_a_diffchat_model(models, tmp_path):
+    sft, aes, pick, rows = models
+    full = train_ppo(sft, aes, pick, rows, tmp_path / "a", RL, PPO, seed=0)
+
+    def crash(entry):
+        if entry["iteration"] == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_ppo(sft, aes, pick, rows, tmp_path / "b", RL, PPO, seed=0, log=crash)
+    assert (tmp_path / "b" / "checkpoint" / "state.pt").is_file()
+    entries = []
+    resumed = train_ppo(sft, aes, pick, rows, tmp_path / "b", RL, PPO, seed=0, log=entries.append)
+    assert [e["iteration"] for e in entries] == [3, 4]  # continued from the iteration-2 checkpoint
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [e["reward"] for e in full["iterations"]] == [e["reward"] for e in resumed["iterations"]]
+    assert not (tmp_path / "b" / "checkpoint").exists()
+
+    # The policy moved, and only in its trainable top (+ value head).
+    start = load_file(sft / "model.safetensors")
+    moved = {k for k in start if not torch.equal(start[k], a[k])}
+    assert moved and all(".h.1." in k or "ln_f" in k for k in moved)
+
+    log = json.loads((tmp_path / "a" / "ppo_log.json").read_text())
+    keys = {"reward", "aesthetic", "pickscore", "ci", "ci_raw", "kl", "kl_coef", "approx_kl", "clip_frac",
+            "entropy", "value_error", "response_length", "seconds", "policy_loss", "value_loss"}
+    assert len(log["iterations"]) == 4 and keys <= log["iterations"][0].keys()
+    assert log["parameters"]["held"] < 2 * log["parameters"]["full_model"]
+    chat = DiffChat.from_pretrained(tmp_path / "a", device="cpu")
+    assert isinstance(chat.rewrite("a red cat", "make it blue", max_new_tokens=5), str)
+
+
+def test_ablation_switches_run(models, tmp_path):
+    sft, aes, pick, rows = models
+    ppo = PPOConfig(rollouts=4, iterations=1, max_new_tokens=6, mini_batch_size=4, pi_plus=False,
+                    pi_minus=False, vci=False, adaptive_kl=False, whiten_advantages=False)
+    result = train_ppo(sft, aes, pick, rows, tmp_path, RL, ppo, seed=1)
+    assert result["iterations"][0]["kl_coef"] == 0.05 and result["iterations"][0]["pi_minus_edits"] == 0
+
+
+def test_train_ppo_on_a_tied_llama_family_model(models, tmp_path):
+    """SmolLM2's layout (the small profile): Llama blocks, rotary positions, tied head."""
+    sft, aes, pick, rows = models
+    from diffchat.models import load_tokenizer
+
+    tokenizer = load_tokenizer(sft)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, intermediate_size=64, tie_word_embeddings=True,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "llama")
+    tokenizer.save_pretrained(tmp_path / "llama")
+    ppo = PPOConfig(rollouts=4, iterations=2, max_new_tokens=6, mini_batch_size=2)
+    result = train_ppo(tmp_path / "llama", aes, pick, rows, tmp_path / "out", RL, ppo, seed=0)
+    assert len(result["iterations"]) == 2
+    assert isinstance(DiffChat.from_pretrained(tmp_path / "out", device="cpu").rewrite("a cat", "make it red"), str)
