@@ -12,8 +12,8 @@ from transformers import BloomConfig, BloomForCausalLM, LlamaConfig, LlamaForCau
 
 from diffchat.data import miniworld
 from diffchat.integrity import ci_score, extract_keywords, keywords_with_pos, synonyms, word_lemmas
+from diffchat.loading import tiny_base
 from diffchat.model import DiffChat
-from diffchat.models import tiny_base
 from diffchat.ppo import (
     AdaptiveKLController,
     Hydra,
@@ -344,7 +344,7 @@ def test_ablation_switches_run(models, tmp_path):
 def test_train_ppo_on_a_tied_llama_family_model(models, tmp_path):
     """SmolLM2's layout (the small profile): Llama blocks, rotary positions, tied head."""
     sft, aes, pick, rows = models
-    from diffchat.models import load_tokenizer
+    from diffchat.loading import load_tokenizer
 
     tokenizer = load_tokenizer(sft)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,

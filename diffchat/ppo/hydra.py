@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from diffchat.models import freeze_all_but_last
+from diffchat.loading import freeze_all_but_last
 from diffchat.ppo.adapters import adapter_for
 from diffchat.ppo.core import entropy_from_logits
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffchat.model import TemplateLM
+from diffchat.generation import TemplateLM
 
 DECODE = {"skip_special_tokens": True, "clean_up_tokenization_spaces": False}
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffchat.models import load_causal_lm, load_tokenizer
+from diffchat.loading import load_causal_lm, load_tokenizer
 from diffchat.ppo.adm import KeywordPool, apply_negative_edits
 from diffchat.ppo.core import (
     AdaptiveKLController,
