@@ -34,9 +34,12 @@ def _cmd_profile(args: argparse.Namespace) -> None:
 def _cmd_run(args: argparse.Namespace) -> None:
     from diffchat import pipeline
 
-    path = pipeline.run(args.stage, args.profile, args.root, force=args.force)
-    manifest = pipeline.read_manifest(args.stage, args.profile, args.root) or {}
-    print(json.dumps({"stage": args.stage, "path": str(path), "summary": manifest.get("summary")},
+    stage = args.stage
+    if stage == "ppo":
+        stage = pipeline.variant_name(not args.no_pi_plus, not args.no_pi_minus, not args.no_vci)
+    path = pipeline.run(stage, args.profile, args.root, force=args.force)
+    manifest = pipeline.read_manifest(stage, args.profile, args.root) or {}
+    print(json.dumps({"stage": stage, "path": str(path), "summary": manifest.get("summary")},
                      indent=2, default=str))
 
 
@@ -45,7 +48,7 @@ def _cmd_status(args: argparse.Namespace) -> None:
 
     for row in pipeline.status(args.profile, args.root):
         state = "done" if row["done"] else ("stale" if row["stale"] else "-")
-        print(f"{row['stage']:12s} {state:6s} {row['finished'] or '':20s} {row['path']}")
+        print(f"{row['stage']:16s} {state:6s} {row['finished'] or '':20s} {row['path']}")
 
 
 def _cmd_setup(args: argparse.Namespace) -> None:
@@ -136,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
         _profile_args(p)
         p.add_argument("--force", action="store_true", help="rebuild even if up to date")
         p.set_defaults(stage=name)
+        if name == "ppo":
+            for switch, what in (("pi-plus", "ADM pi+ (typical sampling)"),
+                                 ("pi-minus", "ADM pi- (keyword removal / replacement)"),
+                                 ("vci", "VCI (CI in the value estimate)")):
+                p.add_argument(f"--no-{switch}", action="store_true",
+                               help=f"ablation: train without {what}, in its own run folder")
         COMMANDS[name] = _cmd_run
 
     p = sub.add_parser("rewrite", help="rewrite a prompt by an instruction with a trained model")

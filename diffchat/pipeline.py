@@ -1,13 +1,15 @@
 """The course's stages in order, each naming the module that holds its body.
 
 Read this list against the notebooks: 01 builds ``data``; 02 ``base``, ``pb`` and
-``instructpe``; 03 ``sft``; 04 ``rewards``. A stage's body is imported only when it runs.
+``instructpe``; 03 ``sft``; 04 ``rewards``; 05 ``ppo`` and its three ablations. A stage's body is imported only when it runs.
 ``run``, ``ensure``, ``is_done``, ``status`` and ``read_manifest`` act on this pipeline.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from typing import Any
 
 from diffchat.profiles import Profile
 from diffchat.runner import Pipeline, Stage, stage_dir
@@ -26,6 +28,37 @@ def rewards_config(p: Profile) -> dict:
     return {"rm": p.section("rm"), "images": p.section("images"), "n": p.data.n_reward_labels,
             "tis": m.tis[0], "aesthetic": m.aesthetic, "pickscore": m.pickscore,
             "pickscore_processor": m.pickscore_processor, "base": m.reward}
+
+
+# Stage name -> PPOConfig switches; one thing off at a time, as in the paper's ablations.
+VARIANTS: dict[str, dict[str, bool]] = {
+    "ppo": {},
+    "ppo_no_pi_plus": {"pi_plus": False},
+    "ppo_no_pi_minus": {"pi_minus": False},
+    "ppo_no_vci": {"vci": False},
+}
+
+
+def variant_name(pi_plus: bool = True, pi_minus: bool = True, vci: bool = True) -> str:
+    """The stage that trains with these switches (the CLI's --no-pi-plus / --no-pi-minus / --no-vci)."""
+    off = {k: False for k, on in (("pi_plus", pi_plus), ("pi_minus", pi_minus), ("vci", vci)) if not on}
+    for name, switches in VARIANTS.items():
+        if switches == off:
+            return name
+    raise ValueError("switch off one of pi+, pi- and VCI at a time (the paper's ablations), not "
+                     + " and ".join(off))
+
+
+def ppo_settings(name: str, profile: Profile):
+    """The PPOConfig a variant trains with."""
+    return dataclasses.replace(profile.ppo, **VARIANTS[name])
+
+
+def ppo_config(name: str):
+    """The stage config of a variant (what its manifest records)."""
+    def config(p: Profile) -> dict[str, Any]:
+        return {"rl": p.section("rl"), "ppo": dataclasses.asdict(ppo_settings(name, p)), "seed": p.data.seed}
+    return config
 
 
 COURSE = Pipeline([
@@ -54,6 +87,11 @@ COURSE = Pipeline([
     Stage("rewards", "diffchat.reward_models:rewards_stage", inputs=("instructpe", "base"),
           outputs=("labels.jsonl", "rewards_eval.json"), config=rewards_config,
           description="label prompts with image scores; train the aesthetic and PickScore text RMs (3.3)"),
+    *(Stage(name, "diffchat.ppo.stage:ppo_stage", inputs=("sft", "rewards", "instructpe"),
+            outputs=("config.json", "ppo_log.json", "ppo_eval.json"), config=ppo_config(name),
+            description=("PPO with ADM (pi+, pi-) and VCI (3.3)" if name == "ppo" else
+                         f"PPO ablation: {name.removeprefix('ppo_').replace('_', ' ')} (Fig. 7, Table 2)"))
+      for name in VARIANTS),
 ])
 
 run = COURSE.run

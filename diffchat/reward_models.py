@@ -355,14 +355,13 @@ def rewards_stage(ctx: StageContext) -> dict:
     from diffchat.data.collect import read_instructpe
     from diffchat.images import load_tis
     from diffchat.loading import base_path
-    from diffchat.pipeline import rewards_config
     from diffchat.scorers import profile_scorer
 
     p = ctx.profile
     rows = read_instructpe(ctx.input("instructpe"), "train")[:p.data.n_reward_labels]
     raw_of = {r["beautified_target_prompt"]: r["beautified_source_prompt"] for r in rows}
     # Labels depend on the TIS model, the scorers and the image settings: cache them per setup.
-    setup = {k: v for k, v in rewards_config(p).items() if k not in ("rm", "n", "base")}
+    setup = {k: v for k, v in ctx.config.items() if k not in ("rm", "n", "base")}
     tag = hashlib.sha256(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:12]
     labels_path = ctx.cache / f"labels-{tag}.jsonl"
     label_prompts(list(raw_of), load_tis(p.models.tis[0]), profile_scorer("aesthetic", p),

@@ -237,16 +237,19 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def train_once(ctx: StageContext, train: Callable[[Path], dict]) -> dict:
+def train_once(ctx: StageContext, train: Callable[[Path], dict], *, resumable: bool = False) -> dict:
     """Run ``train(folder)`` unless this stage, with this exact key, already trained a model.
 
     The model is kept in the stage's cache under its key hash, so a crash later in the stage
     (evaluation, say) does not throw away hours of training: the rerun goes straight on.
+    ``resumable``: the trainer checkpoints into its folder and resumes from it, so a crashed
+    run's folder is kept for the rerun instead of being cleared.
     """
     done = ctx.cache / f"model-{ctx.key_hash}"
     if not (done / "train_log.json").is_file():
         tmp = ctx.cache / f".training-{ctx.key_hash}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not resumable:
+            shutil.rmtree(tmp, ignore_errors=True)
         train(tmp)
         shutil.rmtree(done, ignore_errors=True)
         tmp.rename(done)
