@@ -362,7 +362,7 @@ def test_openai_honours_retry_after(server):
 
 def test_openai_backoff_is_exponential_and_gives_up(server, monkeypatch):
     sleeps: list[float] = []
-    monkeypatch.setattr("diffchat.data.teachers.time.sleep", sleeps.append)
+    monkeypatch.setattr("diffchat.data.teachers.backends.time.sleep", sleeps.append)
     server.script = [(500, "oops", {})] * 4
     teacher = fast(server, max_retries=3, backoff=0.5)
     with pytest.raises(TeacherError, match="gave up after 4 attempts") as err:
@@ -418,7 +418,7 @@ def test_openai_malformed_answer_is_a_failure(server):
     ],
 )
 def test_retry_after_header(header, seconds):
-    from diffchat.data.teachers import _retry_after
+    from diffchat.data.teachers.backends import _retry_after
 
     assert _retry_after(header, 4.0) == seconds
 
