@@ -13,13 +13,14 @@ import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Sequence
-from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffchat.data.teachers.cache import TeacherCache
 from diffchat.data.teachers.prompts import Messages, Request, clean_answer
+
+if TYPE_CHECKING:
+    import openai
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,9 @@ class Teacher:
 
 _DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _DEFAULT_MODEL = "gpt-3.5-turbo"  # ChatGPT, as in section 3.1
-_RETRY_STATUS = {408, 409, 429}  # and every 5xx, as the openai client does
-_MAX_WAIT = 600.0  # seconds; caps a server's Retry-After
+# The SDK refuses to start without a key; local servers need none, so the client gets this
+# stand-in and the Authorization header is left out of every request.
+_NO_KEY = "no-key"
 
 
 class OpenAITeacher(Teacher):
@@ -142,8 +144,9 @@ class OpenAITeacher(Teacher):
     ``OPENAI_BASE_URL``, else OpenAI), ``DIFFCHAT_TEACHER_MODEL`` (else gpt-3.5-turbo, the
     paper's ChatGPT) and ``OPENAI_API_KEY`` (may be empty for a local server). The key is
     sent only in the Authorization header; it never appears in reprs, logs or errors.
-    Overloaded or failing servers (429, 5xx, network errors) are retried with exponential
-    backoff from ``backoff`` seconds, honouring Retry-After.
+    Requests go through the official ``openai`` SDK, whose own settings apply: each attempt
+    gets ``timeout`` seconds, and 408, 409, 429, 5xx and network errors are retried
+    ``max_retries`` times with exponential backoff, honouring Retry-After.
     """
 
     def __init__(
@@ -156,9 +159,10 @@ class OpenAITeacher(Teacher):
         max_tokens: int | None = 128,
         timeout: float = 60,
         max_retries: int = 5,
-        backoff: float = 1.0,
         cache: TeacherCache | None = None,
     ) -> None:
+        import openai
+
         super().__init__(cache)
         self.base_url = (
             base_url
@@ -167,13 +171,18 @@ class OpenAITeacher(Teacher):
             or _DEFAULT_BASE_URL
         ).rstrip("/")
         self.model = model or os.environ.get("DIFFCHAT_TEACHER_MODEL") or _DEFAULT_MODEL
-        self._api_key = os.environ.get("OPENAI_API_KEY", "") if api_key is None else api_key
+        key = os.environ.get("OPENAI_API_KEY", "") if api_key is None else api_key
         self.temperature = temperature
         self.max_tokens = max_tokens  # None: not sent (newer OpenAI models reject the field)
         self.timeout = timeout
         self.max_retries = max_retries
-        self.backoff = backoff
-        self._local = threading.local()  # one requests.Session per thread
+        self._has_key = bool(key)
+        self._client = openai.OpenAI(
+            base_url=self.base_url,
+            api_key=key or _NO_KEY,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
         self.name = f"openai:{self.model}@{self.base_url}"
 
     @property
@@ -185,89 +194,65 @@ class OpenAITeacher(Teacher):
         return {"temperature": self.temperature, "max_tokens": self.max_tokens}
 
     def __repr__(self) -> str:
-        key = "set" if self._api_key else "none"
+        key = "set" if self._has_key else "none"
         return f"OpenAITeacher(base_url={self.base_url!r}, model={self.model!r}, api_key={key})"
 
-    def _session(self) -> Any:
-        import requests
-
-        if getattr(self._local, "session", None) is None:
-            self._local.session = requests.Session()
-        return self._local.session
-
     def _redact(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        return text.replace(self._client.api_key, "***") if self._has_key else text
 
     def complete(self, messages: Messages) -> str:
-        import requests
+        import openai
 
-        payload: dict[str, Any] = {
-            "model": self.model,
-            "messages": messages,
-            "temperature": self.temperature,
-        }
+        extra: dict[str, Any] = {}
         if self.max_tokens is not None:
-            payload["max_tokens"] = self.max_tokens
-        headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        problem = ""
-        for attempt in range(self.max_retries + 1):
-            wait = self.backoff * 2**attempt
-            try:
-                resp = self._session().post(
-                    self.url, json=payload, headers=headers, timeout=self.timeout
-                )
-            except requests.RequestException as err:
-                problem = f"{type(err).__name__}: {self._redact(str(err))}"
-            else:
-                if resp.status_code == 200:
-                    return self._content(resp)
-                problem = f"HTTP {resp.status_code}: {self._redact(resp.text[:300])}"
-                if resp.status_code in (401, 403):
-                    sent = "the API key was rejected" if self._api_key else "no API key was sent"
-                    raise TeacherConfigError(
-                        f"{self.url}: {sent} (HTTP {resp.status_code}); set OPENAI_API_KEY "
-                        "to a valid key for this endpoint"
-                    )
-                if resp.status_code == 404:
-                    raise TeacherConfigError(
-                        f"{self.url}: not found (HTTP 404); check DIFFCHAT_TEACHER_BASE_URL "
-                        f"and the model name {self.model!r} ({problem})"
-                    )
-                if resp.status_code < 500 and resp.status_code not in _RETRY_STATUS:
-                    raise TeacherError(f"{self.url}: {problem}")
-                wait = _retry_after(resp.headers.get("Retry-After"), wait)
-            if attempt < self.max_retries:
-                log.info("%s: %s; retrying in %.2fs", self.url, problem, wait)
-                time.sleep(wait)
-        raise TeacherError(f"{self.url}: gave up after {self.max_retries + 1} attempts ({problem})")
-
-    def _content(self, resp: Any) -> str:
+            extra["max_tokens"] = self.max_tokens
+        if not self._has_key:
+            extra["extra_headers"] = {"Authorization": openai.Omit()}
         try:
-            content = resp.json()["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError) as err:
-            raise TeacherError(
-                f"{self.url}: not a chat-completions answer ({type(err).__name__}): "
-                f"{self._redact(resp.text[:200])}"
-            ) from None
+            completion = self._client.chat.completions.create(
+                model=self.model, messages=messages, temperature=self.temperature, **extra
+            )
+        # `from None` throughout: the SDK's own errors may quote the key.
+        except openai.APIStatusError as err:
+            raise self._status_error(err) from None
+        except openai.APIConnectionError as err:  # timeouts included
+            cause = err.__cause__ or err
+            problem = f"{type(cause).__name__}: {self._redact(str(cause))}"
+            raise TeacherError(self._gave_up(err.request, problem)) from None
+        except json.JSONDecodeError:
+            raise TeacherError(f"{self.url}: not a chat-completions answer (not JSON)") from None
+        if not completion.choices:
+            raise TeacherError(f"{self.url}: not a chat-completions answer (no choices)")
+        content = completion.choices[0].message.content
         if not isinstance(content, str):
             raise TeacherError(f"{self.url}: the answer has no text content")
         return content
 
+    def _status_error(self, err: openai.APIStatusError) -> TeacherError:
+        """Rejected key or wrong URL/model: stop the run; anything else: skip the request."""
+        status = err.status_code
+        problem = f"HTTP {status}: {self._redact(err.response.text[:300])}"
+        if status in (401, 403):
+            sent = "the API key was rejected" if self._has_key else "no API key was sent"
+            return TeacherConfigError(
+                f"{self.url}: {sent} (HTTP {status}); set OPENAI_API_KEY "
+                "to a valid key for this endpoint"
+            )
+        if status == 404:
+            return TeacherConfigError(
+                f"{self.url}: not found (HTTP 404); check DIFFCHAT_TEACHER_BASE_URL "
+                f"and the model name {self.model!r} ({problem})"
+            )
+        return TeacherError(self._gave_up(err.response.request, problem))
 
-def _retry_after(value: str | None, default: float) -> float:
-    """Seconds to wait from a Retry-After header (seconds or an HTTP date), else default."""
-    if not value:
-        return default
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return default
-    return min(max(seconds, 0.0), _MAX_WAIT)
+    def _gave_up(self, request: Any, problem: str) -> str:
+        """The error message, with how often the SDK sent the request when it retried."""
+        # The SDK numbers its retries in a request header.
+        retries = request.headers.get("x-stainless-retry-count", "")
+        attempts = int(retries) + 1 if retries.isdigit() else 1
+        if attempts == 1:
+            return f"{self.url}: {problem}"
+        return f"{self.url}: gave up after {attempts} attempts ({problem})"
 
 
 class LocalTeacher(Teacher):
