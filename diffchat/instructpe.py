@@ -16,8 +16,6 @@ PB outputs and teacher answers are cached on disk, so an interrupted assembly re
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -27,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from diffchat.data.miniworld import SPLITS
+from diffchat.jsonl import JsonlLog
 from diffchat.profiles import data_dir
 from diffchat.runner import StageContext, write_json
 
@@ -67,40 +66,20 @@ class Funnel:
                 + (": the split is empty" if kept == 0 else ""))
 
 
-class _JsonlMemo:
-    """Append-only text -> text memo, tolerant of a truncated last line after a crash."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.data: dict[str, str] = {}
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    item = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                self.data[item["in"]] = item["out"]
-
-    def put_many(self, pairs: dict[str, str]) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            for k, v in pairs.items():
-                f.write(json.dumps({"in": k, "out": v}, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.data.update(pairs)
-
-
 def beautify_cached(texts: Sequence[str], beautify: Callable[[list[str]], list[str]],
                     cache_path: Path, chunk: int = 512, progress: bool = True) -> dict[str, str]:
     """PB outputs for the unique texts, computed chunk by chunk and cached as they finish."""
     from tqdm.auto import tqdm
 
-    memo = _JsonlMemo(cache_path)
-    todo = [t for t in dict.fromkeys(texts) if t not in memo.data]
-    for start in tqdm(range(0, len(todo), chunk), desc="PB beautify", disable=not progress):
-        part = todo[start:start + chunk]
-        memo.put_many(dict(zip(part, beautify(part))))
-    return memo.data
+    with JsonlLog(cache_path, required=("in", "out")) as memo:
+        done = {row["in"]: row["out"] for row in memo.rows}
+        todo = [t for t in dict.fromkeys(texts) if t not in done]
+        for start in tqdm(range(0, len(todo), chunk), desc="PB beautify", disable=not progress):
+            part = todo[start:start + chunk]
+            outputs = beautify(part)
+            memo.append({"in": t, "out": out} for t, out in zip(part, outputs))
+            done.update(zip(part, outputs))
+    return done
 
 
 def keyword_retention(raw: str, beautified: str) -> float:

@@ -1,11 +1,11 @@
-"""Reward labels and text reward models (section 3.3).
+"""Text reward models (section 3.3): a prompt's aesthetic score and PickScore, without images.
 
 PPO needs a reward for every sampled prompt, and making and scoring images inside the
-loop is slow. As BeautifulPrompt does, we label prompts once (prompt -> images -> aesthetic
-score and PickScore) and train one text regression model per score that predicts it from
-the prompt alone. Inputs (BeautifulPrompt): the aesthetic RM sees ``prompt + eos``; the
-PickScore RM sees ``"Input: {raw}\\nOutput: {prompt}{eos}"`` when the raw prompt is known,
-else ``prompt + eos``; long inputs are cut on the left so the end of the prompt stays.
+loop is slow. As BeautifulPrompt does, we train one text regression model per score on the
+reward labels (``diffchat.labels``) that predicts it from the prompt alone. Inputs
+(BeautifulPrompt): the aesthetic RM sees ``prompt + eos``; the PickScore RM sees
+``"Input: {raw}\\nOutput: {prompt}{eos}"`` when the raw prompt is known, else
+``prompt + eos``; long inputs are cut on the left so the end of the prompt stays.
 Labels are standardised for training; the mean and std are saved beside the model and
 undone at prediction, so predictions are in the scorer's own units.
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import os
 from collections.abc import Sequence
@@ -26,125 +25,31 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from scipy.stats import spearmanr
 
 from diffchat.device import pick_device, pick_dtype
-from diffchat.images import TISModel, create_images
+from diffchat.labels import TARGETS, label_prompts, read_labels
 from diffchat.loading import freeze_all_but_last, load_regression_model, load_tokenizer
-from diffchat.profiles import ImageConfig, TrainConfig
+from diffchat.profiles import TrainConfig
 from diffchat.runner import StageContext, write_json
-from diffchat.scorers import Scorer
 
-log = logging.getLogger(__name__)
-
-TARGETS = ("aesthetic", "pickscore")
 LABEL_STATS = "label_stats.json"
-
-
-# ---------------------------------------------------------------- reward labels
-
-
-def read_labels(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a labels file; an unfinished last line (a crash mid-write) is skipped."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = []
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            if number == len(lines) and not line.endswith("\n"):
-                log.warning("%s: skipping the unfinished last line %d", path, number)
-                break
-            raise ValueError(f"{path}, line {number}: not JSON ({err})") from err
-        for field in ("prompt", *TARGETS):
-            if field not in row:
-                raise ValueError(f"{path}, line {number}: missing field {field!r}")
-        rows.append(row)
-    return rows
-
-
-def _repair_tail(path: Path) -> None:
-    """End the file with a newline before appending: cut an unfinished last line (a crash
-    mid-write), or terminate a complete one."""
-    data = path.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return
-    cut = data.rfind(b"\n") + 1
-    try:
-        json.loads(data[cut:])
-        path.write_bytes(data + b"\n")
-    except json.JSONDecodeError:
-        path.write_bytes(data[:cut])
-
-
-def label_prompts(
-    prompts: Sequence[str],
-    tis: TISModel,
-    aesthetic_scorer: Scorer,
-    pick_scorer: Scorer,
-    out_path: str | os.PathLike,
-    seed: int = 0,
-    batch_size: int = 8,
-    images: ImageConfig | None = None,
-    progress: bool = True,
-) -> Path:
-    """Label prompts with the aesthetic score and PickScore of their image (fixed seed).
-
-    Resumable: rows are appended and flushed as each batch finishes, and a rerun skips the
-    prompts already in the file, so a crash loses at most the batch in flight.
-    ``images`` overrides the model's size, steps and guidance (a profile's ImageConfig).
-    """
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = {row["prompt"] for row in read_labels(out)}
-    todo = [p for p in dict.fromkeys(prompts) if p not in done]
-    if out.exists():
-        _repair_tail(out)
-    log.info("labels: %d prompts done, %d to do -> %s", len(done), len(todo), out)
-    settings: dict[str, Any] = {}
-    if images is not None:
-        settings = dict(steps=images.steps, guidance=images.guidance,
-                        height=images.height, width=images.width)
-    with out.open("a", encoding="utf-8") as f:
-        starts = range(0, len(todo), batch_size)
-        for start in tqdm(starts, desc="reward labels", disable=not progress):
-            batch = todo[start:start + batch_size]
-            imgs = create_images(batch, tis, seed, batch_size=batch_size, progress=False,
-                                 **settings)
-            aes = aesthetic_scorer.score(imgs, batch)
-            pick = pick_scorer.score(imgs, batch)
-            for prompt, a, p in zip(batch, aes, pick, strict=True):
-                f.write(json.dumps({"prompt": prompt, "aesthetic": a, "pickscore": p}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-    return out
 
 
 # ---------------------------------------------------------------- metrics
 
 
-def _ranks(values: Sequence[float]) -> np.ndarray:
-    """Ranks from 0, ties given the mean of their ranks."""
-    x = np.asarray(values, dtype=float)
-    ranks = np.empty(len(x))
-    ranks[np.argsort(x, kind="mergesort")] = np.arange(len(x))
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    return (np.bincount(inverse, weights=ranks) / counts)[inverse]
-
-
 def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman's rank correlation; 0.0 when either side is constant (no ranking at all)."""
+    """Spearman's rank correlation, ties given their mean rank.
+
+    0.0 when either side is constant: it ranks nothing (scipy would answer nan), as with the
+    baseline that predicts the training mean for every prompt.
+    """
     if len(a) != len(b):
         raise ValueError(f"{len(a)} values against {len(b)}")
-    ra, rb = _ranks(a), _ranks(b)
-    if len(ra) < 2 or ra.std() == 0 or rb.std() == 0:
+    if len(a) < 2 or len(set(a)) == 1 or len(set(b)) == 1:
         return 0.0
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(spearmanr(a, b).statistic)
 
 
 def _mse(a: Sequence[float], b: Sequence[float]) -> float:

@@ -18,8 +18,9 @@ import pytest
 
 from diffchat import pipeline, runner
 from diffchat.data.loaders import save_instructpe
+from diffchat.labels import TARGETS, read_labels
 from diffchat.profiles import TinyLMConfig, get_profile
-from diffchat.reward_models import TARGETS, TextRewardModel, read_labels
+from diffchat.reward_models import TextRewardModel
 
 SUBJECTS = ["cat", "dog", "castle", "tree", "river", "city", "forest", "bridge", "mountain",
             "garden", "ship", "owl"]

@@ -1,7 +1,7 @@
 """Teachers (section 3.1): prompts, cache and resume, the OpenAI wire format, local and rule teachers.
 
-The OpenAI-compatible teacher talks to an in-process HTTP server on 127.0.0.1 that speaks
-the chat-completions format; nothing leaves the machine.
+The OpenAI-compatible teacher (the openai SDK) talks to an in-process HTTP server on 127.0.0.1
+that speaks the chat-completions format; nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class ChatServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server.lock:
                     server.requests.append(
-                        {"path": self.path, "headers": dict(self.headers), "body": body}
+                        {"path": self.path, "headers": self.headers, "body": body}
                     )
                     step = server.script.pop(0) if server.script else None
                 status, payload, headers = step or (200, server.echo(body), {})
@@ -105,7 +105,6 @@ def server(monkeypatch):
 
 
 def fast(srv: ChatServer, **kw) -> OpenAITeacher:
-    kw.setdefault("backoff", 0.001)
     return OpenAITeacher(base_url=srv.url, model="test-model", api_key=KEY, timeout=10, **kw)
 
 
@@ -362,13 +361,15 @@ def test_openai_honours_retry_after(server):
 
 def test_openai_backoff_is_exponential_and_gives_up(server, monkeypatch):
     sleeps: list[float] = []
-    monkeypatch.setattr("diffchat.data.teachers.time.sleep", sleeps.append)
+    monkeypatch.setattr(time, "sleep", sleeps.append)  # the SDK's waits between attempts
     server.script = [(500, "oops", {})] * 4
-    teacher = fast(server, max_retries=3, backoff=0.5)
+    teacher = fast(server, max_retries=3)
     with pytest.raises(TeacherError, match="gave up after 4 attempts") as err:
         teacher.summarise("a dog")
     assert server.url in str(err.value) and "HTTP 500" in str(err.value)
-    assert sleeps == [0.5, 1.0, 2.0]
+    # Each wait doubles, give or take the SDK's jitter (up to 25% off).
+    assert len(sleeps) == 3
+    assert all(2 * 0.75 <= later / earlier <= 2 / 0.75 for earlier, later in zip(sleeps, sleeps[1:]))
     assert len(server.requests) == 4
 
 
@@ -408,19 +409,33 @@ def test_openai_malformed_answer_is_a_failure(server):
 @pytest.mark.parametrize(
     "header, seconds",
     [
-        (None, 4.0),
         ("2", 2.0),
         ("0.25", 0.25),
-        ("-3", 0.0),
-        ("99999", 600.0),
-        ("soon", 4.0),
-        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+        ("-3", None),  # None: not a usable wait, so the SDK's own backoff
+        ("soon", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", None),
     ],
 )
-def test_retry_after_header(header, seconds):
-    from diffchat.data.teachers import _retry_after
+def test_retry_after_header(server, monkeypatch, header, seconds):
+    sleeps: list[float] = []
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    server.script = [(429, {"error": {"message": "slow down"}}, {"Retry-After": header}), ok("a")]
+    assert fast(server).summarise("a, 8k") == "a"
+    (slept,) = sleeps
+    if seconds is None:
+        assert 0 < slept <= 1.0
+    else:
+        assert slept == seconds
 
-    assert _retry_after(header, 4.0) == seconds
+
+def test_retry_after_beyond_the_sdk_limit_fails_the_request(server, monkeypatch):
+    """The SDK does not wait minutes for a server: the request fails at once and is skipped."""
+    sleeps: list[float] = []
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    server.script = [(429, {"error": {"message": "come back tomorrow"}}, {"Retry-After": "99999"})]
+    with pytest.raises(TeacherError, match="HTTP 429.*come back tomorrow"):
+        fast(server).summarise("a dog")
+    assert sleeps == [] and len(server.requests) == 1
 
 
 def test_openai_bad_request_is_skipped_and_secret_redacted(server, tmp_path):
@@ -441,7 +456,7 @@ def test_openai_unreachable_server_is_a_failure_naming_the_url():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     teacher = OpenAITeacher(
-        base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=1, backoff=0.001, timeout=5
+        base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=1, timeout=5
     )
     with pytest.raises(TeacherError, match=f"127.0.0.1:{port}/v1/chat/completions"):
         teacher.summarise("a dog")

@@ -1,0 +1,358 @@
+"""The teachers: a base class with the cache logic, and three interchangeable backends.
+
+- ``OpenAITeacher``: any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM,
+  Ollama, ...), configured from the environment;
+- ``LocalTeacher``: a transformers chat model (the small profile's SmolLM2 instruct);
+- ``RuleTeacher``: deterministic rules from the mini-world, for the tiny profile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from diffchat.data.teachers.cache import TeacherCache
+from diffchat.data.teachers.prompts import Messages, Request, clean_answer
+
+if TYPE_CHECKING:
+    import openai
+
+log = logging.getLogger(__name__)
+
+
+class TeacherError(RuntimeError):
+    """One request could not be answered (after retries); ``ask_many`` records and skips it."""
+
+
+class TeacherConfigError(TeacherError):
+    """The endpoint refuses every request (rejected key, wrong URL or model): stop the run."""
+
+
+
+class Teacher:
+    """Base teacher: builds the messages, consults the cache, counts backend calls.
+
+    Subclasses implement ``complete(messages) -> str`` (one chat completion), or override
+    ``_answer``/``_answer_batch`` when they answer from the request itself or in batches.
+    """
+
+    name = "teacher"
+    batch_size = 1  # requests per backend call in ``ask_many``
+
+    def __init__(self, cache: TeacherCache | None = None) -> None:
+        self.cache = cache
+        self.calls = 0  # requests sent to the backend (cache hits are free)
+        self._calls_lock = threading.Lock()
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Settings that change the answer; part of the cache key."""
+        return {}
+
+    def complete(self, messages: Messages) -> str:
+        """One chat completion: the raw text of the assistant's answer."""
+        raise NotImplementedError(f"{type(self).__name__} does not answer free-form messages")
+
+    def key(self, request: Request) -> str:
+        """Cache key: sha256 of the teacher, the messages and the settings."""
+        blob = json.dumps(
+            {"teacher": self.name, "messages": request.messages, "params": self.params},
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def summarise(self, prompt: str) -> str:
+        """Fig. 9: the simplified user-friendly prompt of a high-quality prompt."""
+        return self.ask(Request("summarise", prompt))
+
+    def write_target(self, x: str, instruction: str) -> str:
+        """T_A: the target prompt y, given the input prompt x and the instruction."""
+        return self.ask(Request("write_target", x, instruction))
+
+    def write_source(self, y: str, instruction: str) -> str:
+        """T_B: the input prompt x, given the target prompt y and the instruction."""
+        return self.ask(Request("write_source", y, instruction))
+
+    def ask(self, request: Request) -> str:
+        """The cleaned answer to one request; raises ``TeacherError`` when there is none."""
+        answer = self.ask_batch([request])[0]
+        if isinstance(answer, TeacherError):
+            raise answer
+        return answer
+
+    def ask_batch(self, requests: Sequence[Request]) -> list[str | TeacherError]:
+        """Cleaned answers (or the error) for several requests; uncached ones in one batch."""
+        keys = [self.key(r) for r in requests]
+        raw: list[str | TeacherError | None] = [
+            self.cache.get(k) if self.cache is not None else None for k in keys
+        ]
+        todo = [j for j, answer in enumerate(raw) if answer is None]
+        if todo:
+            with self._calls_lock:
+                self.calls += len(todo)
+            for j, answer in zip(
+                todo, self._answer_batch([requests[j] for j in todo]), strict=True
+            ):
+                raw[j] = answer
+                if isinstance(answer, str) and self.cache is not None:
+                    self.cache.put(keys[j], answer, teacher=self.name)
+        return [self._clean(r, a) for r, a in zip(requests, raw, strict=True)]
+
+    def _clean(self, request: Request, raw: str | TeacherError | None) -> str | TeacherError:
+        if isinstance(raw, TeacherError):
+            return raw
+        answer = clean_answer(raw or "")
+        if not answer:
+            return TeacherError(f"{self.name} gave no usable answer to a {request.task} request")
+        return answer
+
+    def _answer_batch(self, requests: Sequence[Request]) -> list[str | TeacherError]:
+        out: list[str | TeacherError] = []
+        for request in requests:
+            try:
+                out.append(self._answer(request))
+            except TeacherConfigError:
+                raise
+            except TeacherError as err:
+                out.append(err)
+        return out
+
+    def _answer(self, request: Request) -> str:
+        return self.complete(request.messages)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_DEFAULT_MODEL = "gpt-3.5-turbo"  # ChatGPT, as in section 3.1
+# The SDK refuses to start without a key; local servers need none, so the client gets this
+# stand-in and the Authorization header is left out of every request.
+_NO_KEY = "no-key"
+
+
+class OpenAITeacher(Teacher):
+    """Any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, Ollama, LM Studio...).
+
+    Defaults come from the environment: ``DIFFCHAT_TEACHER_BASE_URL`` (else
+    ``OPENAI_BASE_URL``, else OpenAI), ``DIFFCHAT_TEACHER_MODEL`` (else gpt-3.5-turbo, the
+    paper's ChatGPT) and ``OPENAI_API_KEY`` (may be empty for a local server). The key is
+    sent only in the Authorization header; it never appears in reprs, logs or errors.
+    Requests go through the official ``openai`` SDK, whose own settings apply: each attempt
+    gets ``timeout`` seconds, and 408, 409, 429, 5xx and network errors are retried
+    ``max_retries`` times with exponential backoff, honouring Retry-After.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        *,
+        temperature: float = 0.7,
+        max_tokens: int | None = 128,
+        timeout: float = 60,
+        max_retries: int = 5,
+        cache: TeacherCache | None = None,
+    ) -> None:
+        import openai
+
+        super().__init__(cache)
+        self.base_url = (
+            base_url
+            or os.environ.get("DIFFCHAT_TEACHER_BASE_URL")
+            or os.environ.get("OPENAI_BASE_URL")
+            or _DEFAULT_BASE_URL
+        ).rstrip("/")
+        self.model = model or os.environ.get("DIFFCHAT_TEACHER_MODEL") or _DEFAULT_MODEL
+        key = os.environ.get("OPENAI_API_KEY", "") if api_key is None else api_key
+        self.temperature = temperature
+        self.max_tokens = max_tokens  # None: not sent (newer OpenAI models reject the field)
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self._has_key = bool(key)
+        self._client = openai.OpenAI(
+            base_url=self.base_url,
+            api_key=key or _NO_KEY,
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+        self.name = f"openai:{self.model}@{self.base_url}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/chat/completions"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens}
+
+    def __repr__(self) -> str:
+        key = "set" if self._has_key else "none"
+        return f"OpenAITeacher(base_url={self.base_url!r}, model={self.model!r}, api_key={key})"
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._client.api_key, "***") if self._has_key else text
+
+    def complete(self, messages: Messages) -> str:
+        import openai
+
+        extra: dict[str, Any] = {}
+        if self.max_tokens is not None:
+            extra["max_tokens"] = self.max_tokens
+        if not self._has_key:
+            extra["extra_headers"] = {"Authorization": openai.Omit()}
+        try:
+            completion = self._client.chat.completions.create(
+                model=self.model, messages=messages, temperature=self.temperature, **extra
+            )
+        # `from None` throughout: the SDK's own errors may quote the key.
+        except openai.APIStatusError as err:
+            raise self._status_error(err) from None
+        except openai.APIConnectionError as err:  # timeouts included
+            cause = err.__cause__ or err
+            problem = f"{type(cause).__name__}: {self._redact(str(cause))}"
+            raise TeacherError(self._gave_up(err.request, problem)) from None
+        except json.JSONDecodeError:
+            raise TeacherError(f"{self.url}: not a chat-completions answer (not JSON)") from None
+        if not completion.choices:
+            raise TeacherError(f"{self.url}: not a chat-completions answer (no choices)")
+        content = completion.choices[0].message.content
+        if not isinstance(content, str):
+            raise TeacherError(f"{self.url}: the answer has no text content")
+        return content
+
+    def _status_error(self, err: openai.APIStatusError) -> TeacherError:
+        """Rejected key or wrong URL/model: stop the run; anything else: skip the request."""
+        status = err.status_code
+        problem = f"HTTP {status}: {self._redact(err.response.text[:300])}"
+        if status in (401, 403):
+            sent = "the API key was rejected" if self._has_key else "no API key was sent"
+            return TeacherConfigError(
+                f"{self.url}: {sent} (HTTP {status}); set OPENAI_API_KEY "
+                "to a valid key for this endpoint"
+            )
+        if status == 404:
+            return TeacherConfigError(
+                f"{self.url}: not found (HTTP 404); check DIFFCHAT_TEACHER_BASE_URL "
+                f"and the model name {self.model!r} ({problem})"
+            )
+        return TeacherError(self._gave_up(err.response.request, problem))
+
+    def _gave_up(self, request: Any, problem: str) -> str:
+        """The error message, with how often the SDK sent the request when it retried."""
+        # The SDK numbers its retries in a request header.
+        retries = request.headers.get("x-stainless-retry-count", "")
+        attempts = int(retries) + 1 if retries.isdigit() else 1
+        if attempts == 1:
+            return f"{self.url}: {problem}"
+        return f"{self.url}: gave up after {attempts} attempts ({problem})"
+
+
+class LocalTeacher(Teacher):
+    """A transformers chat model as the teacher (the small profile's SmolLM2 instruct).
+
+    Greedy decoding, so answers are deterministic; requests are generated in left-padded
+    batches of ``batch_size``. The model loads on first use, from a folder or a hub id
+    (``diffchat.loading`` resolves SmolLM2 offline), on the device and precision it picks.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike,
+        max_new_tokens: int = 96,
+        device: str | None = None,
+        *,
+        batch_size: int = 8,
+        cache: TeacherCache | None = None,
+    ) -> None:
+        super().__init__(cache)
+        self.model_name_or_path = str(model_name_or_path)
+        self.max_new_tokens = max_new_tokens
+        self.device = device
+        self.batch_size = batch_size
+        self._loaded: tuple[Any, Any] | None = None
+        self._load_lock = threading.Lock()
+        self.name = f"local:{self.model_name_or_path}"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"max_new_tokens": self.max_new_tokens, "decoding": "greedy"}
+
+    def _load(self) -> tuple[Any, Any]:
+        with self._load_lock:
+            if self._loaded is None:
+                from diffchat.loading import load_causal_lm, load_tokenizer
+
+                tok = load_tokenizer(self.model_name_or_path)
+                if not tok.chat_template:
+                    raise TeacherConfigError(
+                        f"{self.model_name_or_path} has no chat template; a teacher must be "
+                        "an instruct (chat) model"
+                    )
+                tok.padding_side = "left"
+                model = load_causal_lm(self.model_name_or_path, device=self.device).eval()
+                log.info("teacher %s loaded on %s", self.model_name_or_path, model.device)
+                self._loaded = (tok, model)
+            return self._loaded
+
+    def complete(self, messages: Messages) -> str:
+        return self._generate([messages])[0]
+
+    def _answer_batch(self, requests: Sequence[Request]) -> list[str | TeacherError]:
+        return list(self._generate([r.messages for r in requests]))
+
+    def _generate(self, conversations: list[Messages]) -> list[str]:
+        import torch
+
+        tok, model = self._load()
+        texts = [
+            tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+            for m in conversations
+        ]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = enc.to(model.device)
+        with torch.inference_mode():
+            out = model.generate(
+                **enc,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tok.pad_token_id,
+            )
+        return tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+class RuleTeacher(Teacher):
+    """Deterministic offline teacher for the tiny profile, built on the mini-world's rules.
+
+    T_A and T_B apply or invert the instruction with the mini-world's edit rules; the
+    summary (Fig. 9) is ``miniworld.simplify_prompt``, the inverse of its beautification. A request the rules cannot answer
+    is a ``TeacherError``, which ``ask_many`` records and skips.
+    """
+
+    name = "rule"
+
+    def _answer(self, request: Request) -> str:
+        from diffchat.data import miniworld
+
+        if request.task == "summarise":
+            answer = miniworld.simplify_prompt(request.text)
+        elif request.task == "write_target":
+            answer = miniworld.apply_instruction(request.text, request.instruction)
+        else:
+            answer = miniworld.invert_instruction(request.text, request.instruction)
+        if not answer:
+            raise TeacherError(
+                f"rule teacher cannot {request.task.replace('_', ' ')} for "
+                f"{request.text!r} with {request.instruction!r}"
+            )
+        return answer
