@@ -172,6 +172,16 @@ def ensure_nltk_data(offline_build: bool = True) -> Path:
     return target
 
 
+def require_nltk_data() -> Path:
+    """For library code: the NLTK data must already be findable. Never downloads or installs
+    (only `diffchat setup` does, through ``ensure_nltk_data``); raises a one-line
+    MissingAssetError naming that command when a piece is missing."""
+    missing = [piece for piece, ok in nltk_data_status().items() if not ok]
+    if missing:
+        raise MissingAssetError(f"NLTK data missing: {', '.join(missing)}. Run: {FIX_COMMAND}")
+    return nltk_data_dir()
+
+
 def build_nltk_data(target: Path, pieces: tuple[str, ...] = tuple(NLTK_PIECES)) -> Path:
     """Build `pieces` offline into the NLTK data folder `target` (no find, no download)."""
     for piece in pieces:

@@ -31,9 +31,9 @@ def words(text: str) -> list[str]:
 def _forms(word: str) -> frozenset[str]:
     from nltk.stem import WordNetLemmatizer
 
-    from diffchat.assets import ensure_nltk_data
+    from diffchat.assets import require_nltk_data
 
-    ensure_nltk_data()
+    require_nltk_data()
     wnl = WordNetLemmatizer()
     return frozenset({word, wnl.lemmatize(word, "n"), wnl.lemmatize(word, "v"), wnl.lemmatize(word, "a")})
 

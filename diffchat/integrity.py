@@ -71,9 +71,9 @@ def _nltk() -> _Nltk:
     from nltk.tag.perceptron import PerceptronTagger
     from nltk.tokenize import sent_tokenize, word_tokenize
 
-    from diffchat.assets import ensure_nltk_data
+    from diffchat.assets import require_nltk_data
 
-    ensure_nltk_data()
+    require_nltk_data()
     wordnet.ensure_loaded()
     return _Nltk(PerceptronTagger(), WordNetLemmatizer(), wordnet, word_tokenize, sent_tokenize)
 

@@ -389,9 +389,9 @@ def wordnet_texts() -> list[str]:
     course never shows (held-out subjects) split into pieces the model has seen."""
     from nltk.corpus import wordnet as wn
 
-    from diffchat.assets import ensure_nltk_data
+    from diffchat.assets import require_nltk_data
 
-    ensure_nltk_data()
+    require_nltk_data()
     texts = []
     for synset in wn.all_synsets():
         texts.append(" ".join(n.replace("_", " ") for n in synset.lemma_names()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -297,8 +298,8 @@ def test_nltk_data_is_resolved_lazily_and_once():
     code = (
         "import diffchat.assets as a, diffchat.integrity as ci\n"
         "calls = []\n"
-        "real = a.ensure_nltk_data\n"
-        "a.ensure_nltk_data = lambda *x, **k: calls.append(1) or real(*x, **k)\n"
+        "real = a.require_nltk_data\n"
+        "a.require_nltk_data = lambda *x, **k: calls.append(1) or real(*x, **k)\n"
         "assert ci._nltk.cache_info().currsize == 0\n"
         "ci.extract_keywords('a red cat')\n"
         "ci.ci_score('a cat', 'make it red', 'a red cat', 'a red cat')\n"
@@ -306,4 +307,25 @@ def test_nltk_data_is_resolved_lazily_and_once():
         "assert calls == [1], calls\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_library_calls_never_install_and_name_the_setup_command(tmp_path):
+    """With no NLTK data anywhere, ci_score raises the one-line error naming `diffchat setup`
+    instead of running apt-get or pip."""
+    code = (
+        "import shutil, subprocess\n"
+        "def refuse(*a, **k): raise AssertionError(f'a library call ran {a}')\n"
+        "subprocess.run = subprocess.Popen = refuse\n"
+        "import diffchat.assets as a, diffchat.integrity as ci\n"
+        "a._findable = lambda resource: False\n"
+        "try:\n"
+        "    ci.ci_score('a cat', 'make it red', 'a red cat', 'a red cat')\n"
+        "except a.MissingAssetError as err:\n"
+        "    assert 'diffchat setup' in str(err) and '\\n' not in str(err), err\n"
+        "else:\n"
+        "    raise AssertionError('no error')\n"
+    )
+    env = {**os.environ, "DIFFCHAT_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
