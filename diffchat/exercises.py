@@ -88,3 +88,92 @@ def check_kl_penalty(fn: Callable, kl_coef: float = 0.05) -> Verdict:
         if problem:
             return Verdict(False, f"case {n} (lengths {mask.sum(1).int().tolist()}): {problem}")
     return Verdict(True, "per-token KL-penalised rewards match, score on the last real token")
+
+
+def _first_difference(cases: list, got: list, want: list) -> Verdict | None:
+    for case, g, w in zip(cases, got, want):
+        if isinstance(w, float) and isinstance(g, (int, float)) and abs(g - w) <= 1e-6:
+            continue
+        if g != w:
+            return Verdict(False, f"for {case!r}: got {g!r}, expected {w!r}")
+    return None
+
+
+def _verdict(problem: Verdict | None, success: str) -> Verdict:
+    return problem if problem is not None else Verdict(True, success)
+
+
+def _call_all(fn: Callable, cases: list) -> tuple[list, Verdict | None]:
+    try:
+        return [fn(*case) for case in cases], None
+    except Exception as err:  # the student's code: report, don't crash the notebook
+        return [], Verdict(False, f"your function raised {type(err).__name__}: {err}")
+
+
+def check_unseen_subjects(fn: Callable) -> Verdict:
+    """Exercise 01.1: ``fn(train_rows, test_rows) -> set`` of the test rows' subjects that no
+    training row has (the mini-world's held-out subjects)."""
+    from diffchat.data.miniworld import generate_triplets
+
+    train = generate_triplets(200, seed=1)
+    cases = [(train, generate_triplets(40, seed=2, split=split)) for split in ("test_seen", "test_unseen")]
+    cases.append((train[:3], train[:10]))
+    want = [{r["subject"] for r in test} - {r["subject"] for r in tr} for tr, test in cases]
+    got, error = _call_all(fn, cases)
+    if error is not None:
+        return error
+    for n, (g, w) in enumerate(zip(got, want)):
+        if set(g) != w:
+            extra, missing = sorted(set(g) - w)[:3], sorted(w - set(g))[:3]
+            return Verdict(False, f"case {n}: {len(set(g))} subjects, expected {len(w)}"
+                                  f" (extra {extra}, missing {missing})")
+    return Verdict(True, "the unseen subjects match on all cases")
+
+
+def check_keyword_retention(fn: Callable) -> Verdict:
+    """Exercise 02.1: ``fn(raw, beautified) -> float``: the share of the raw prompt's keywords
+    (Listing 1, line 10) that are still keywords of the beautified prompt; 1.0 without keywords."""
+    from diffchat.instructpe import keyword_retention
+
+    cases = [("a red fox in the snow", "a red fox in the snow, highly detailed, 8k"),
+             ("a red fox in the snow", "a fox, highly detailed"),
+             ("two cats sleeping on a sofa", "a portrait of a dog, oil painting"),
+             ("the", "a castle at night")]
+    got, error = _call_all(fn, cases)
+    return _verdict(error if error is not None else _first_difference(cases, got, [keyword_retention(*c) for c in cases]),
+                    "keyword retention matches on all cases")
+
+
+def check_append_baseline(fn: Callable) -> Verdict:
+    """Exercise 03.1: ``fn(x, i) -> str``: the "human prompt writer" of Fig. 6, the instruction's
+    words appended to the prompt after a comma (trailing commas and spaces of x dropped)."""
+    from diffchat.edit_metrics import baseline_outputs
+
+    cases = [("a black cat in a garden, highly detailed", "make it night"),
+             ("a castle, oil painting, ", "add a dragon"),
+             ("portrait of a sailor", "give him a hat")]
+    want = baseline_outputs([{"beautified_source_prompt": x, "instruction": i} for x, i in cases], "append")
+    got, error = _call_all(fn, cases)
+    return _verdict(error if error is not None else _first_difference(cases, got, want), "the append baseline matches on all cases")
+
+
+def check_dclip(fn: Callable) -> Verdict:
+    """Exercise 04.1: ``fn(i0, i1, t0, t1) -> tensor``: D-CLIP-S, cos(I1 - I0, T1 - T0) of the
+    L2-normalised features, one value per row."""
+    from diffchat.scorers import directional_similarity
+
+    gen = torch.Generator().manual_seed(0)
+    feats = [torch.randn(4, 16, generator=gen) * scale for scale in (1.0, 3.0, 0.5, 2.0)]
+    want = directional_similarity(*feats)
+    try:
+        got = torch.as_tensor(fn(*(f.clone() for f in feats)), dtype=torch.float32).reshape(-1)
+    except Exception as err:
+        return Verdict(False, f"your function raised {type(err).__name__}: {err}")
+    if got.shape != want.shape:
+        return Verdict(False, f"got {got.numel()} values, expected one per row ({want.numel()})")
+    bad = (got - want).abs() > 1e-5
+    if bad.any():
+        row = int(bad.nonzero()[0])
+        return Verdict(False, f"row {row}: got {got[row]:.4f}, expected {want[row]:.4f}"
+                              " (normalise each feature before taking the differences)")
+    return Verdict(True, "D-CLIP-S matches on all rows")

@@ -37,7 +37,37 @@ def kl_rewards_score_at_the_end(logprobs, ref_logprobs, mask, scores, kl_coef):
     return rewards
 
 
+def unseen_subjects_of_the_wrong_split(train_rows, test_rows):
+    """Wrong: the training subjects instead of the test subjects that are new."""
+    return {r["subject"] for r in train_rows} - {r["subject"] for r in test_rows}
+
+
+def retention_of_the_wrong_side(raw, beautified):
+    """Wrong: divides by the beautified prompt's keywords."""
+    from diffchat.integrity import extract_keywords
+
+    new = set(extract_keywords(beautified))
+    return len(set(extract_keywords(raw)) & new) / max(1, len(new))
+
+
+def append_without_comma(x, i):
+    """Wrong: no comma between the prompt and the instruction."""
+    return f"{x} {i}"
+
+
+def dclip_without_normalising(i0, i1, t0, t1):
+    """Wrong: differences of the raw features."""
+    import torch.nn.functional as F
+
+    return F.cosine_similarity(i1 - i0, t1 - t0, dim=-1)
+
+
 CASES = [
+    ("01_dataset_collection", "unseen_subjects", exercises.check_unseen_subjects,
+     unseen_subjects_of_the_wrong_split),
+    ("02_pb_model", "retention", exercises.check_keyword_retention, retention_of_the_wrong_side),
+    ("03_sft", "append_baseline", exercises.check_append_baseline, append_without_comma),
+    ("04_reward_models", "dclip", exercises.check_dclip, dclip_without_normalising),
     ("05_ppo_adm_vci", "gae", exercises.check_gae, gae_without_padding_mask),
     ("05_ppo_adm_vci", "kl_rewards", exercises.check_kl_penalty, kl_rewards_score_at_the_end),
 ]
@@ -49,7 +79,7 @@ def test_solution_passes_and_a_wrong_answer_is_rejected(stem, name, checker, wro
     assert verdict.ok, verdict.message
     bad = checker(wrong)
     assert not bad.ok
-    assert "expected" in bad.message and "\n" not in bad.message
+    assert "expected" in bad.message and "\n" not in bad.message, bad.message
     assert repr(bad).startswith("✘")
 
 
