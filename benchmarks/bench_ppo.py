@@ -1,0 +1,303 @@
+"""Seconds per PPO iteration: our PPO (diffchat.ppo) against TRL 1.12's PPOTrainer, and ADM+VCI on/off.
+
+One PPO iteration is a rollout (sampling, scoring, the no-grad passes for behaviour and
+reference log-probs and values, advantages) plus the PPO update epochs. Both sides get:
+
+* the same policy: a random-init tiny-profile BLOOM (TinyLMConfig: hidden 128, 4 layers,
+  4 heads, 4,000-token BPE trained on mini-world and WordNet text, as the tiny profile's
+  base stage does), loaded from one saved folder;
+* the same 32 template-T queries T(x, i) from mini-world triplets, every iteration
+  (32 rows, rollout batch 32), sampled at temperature 1 (top-k 0, top-p 1),
+  48 new tokens at most, stopping at EOS;
+* one mini-batch of 32 per epoch, 2 PPO epochs, lr 3e-4, KL coefficient 0.05;
+* reward models: random-init tiny-profile BLOOM sequence-classification models on the
+  policy's tokenizer (the same two folders on both sides).
+
+The sides differ where the methods differ, and that is what the ratio measures:
+
+* ours (train_ppo, tiny profile rl/ppo settings): a hydra model (rl.unfreeze_layers=2 of
+  4 blocks trained, a frozen copy of the top 2 as reference, a linear value head); two
+  text RMs (aesthetic + PickScore) plus the CI score in the reward; ADM and VCI off for
+  the TRL comparison (pi_plus=pi_minus=vci=False);
+* TRL (trl.experimental.ppo.PPOTrainer 1.12.0): the full policy trained, a full reference
+  copy, a separate value model (a full tiny BLOOM classifier, also trained), one reward
+  model; kl_estimator k1, missing_eos_penalty=None, num_sample_generations=0, use_cpu.
+
+What is timed: 1 warm-up iteration, then 3 timed ones; setup (model building and loading,
+tokenizer training, the TRL install) is never timed. Ours: the ``seconds`` that
+train_ppo logs for each iteration (wall time of ``_Run.step``: rollout, scoring, passes,
+GAE, update epochs, KL controller). TRL: wall time between consecutive ``on_step_end``
+callbacks (the first from ``on_train_begin``), i.e. one pass of the loop body of
+``PPOTrainer.train`` (generation, forwards, GAE, update epochs, metrics, its gc.collect()).
+The ratios use the median of the 3 timed iterations of each run. Runs are sequential
+(TRL, then ours off, then ours on), so load from other jobs on the machine shows up as
+noise between rows: rerun before trusting a few percent.
+
+Caveat for ADM: the policy is random-init, so its responses hardly ever contain the
+reference target's keywords and pi- (which removes or replaces such a keyword in ~4% of
+the responses) usually finds nothing to edit; the table's "pi- edits" column shows how
+many it made. pi+ (typical sampling) and VCI (CI of every response prefix) cost what they
+would cost in a real run of this size. ``--parts`` also times each switch on its own.
+
+TRL 1.12 is not the project's TRL (1.16, which has no PPO): the script installs the
+1.12.0 wheel with ``pip install --no-deps --target benchmarks/.trl112`` (git-ignored) on
+first use and runs TRL's side in a subprocess that puts that folder first on sys.path;
+this process keeps the project's TRL. If TRL 1.12 cannot be installed or run, the script
+says so and prints our own timings alone.
+
+Run (one CPU thread, about 1.5 minutes after the one-off install):
+
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/bench_ppo.py [--parts]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TRL_DIR = Path(__file__).resolve().parent / ".trl112"
+TRL_VERSION = "1.12.0"
+
+BATCH = 32  # rollouts per iteration = queries in TRL's dataset = one mini-batch
+EPOCHS = 2
+RESPONSE_LENGTH = 48
+LR = 3e-4
+KL_COEF = 0.05
+WARMUP = 1
+TIMED = 3
+SEED = 0
+
+
+def _one_thread() -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
+# ---- shared setup ---------------------------------------------------------------------------
+
+
+def build_models(root: Path) -> dict:
+    """Policy folder, two RM folders and the 32 tokenized queries (the spec both sides read)."""
+    from diffchat.data import miniworld
+    from diffchat.loading import load_tokenizer, tiny_base, wordnet_texts
+    from diffchat.ppo.rollout import query_texts
+    from diffchat.profiles import TinyLMConfig, get_profile
+    from diffchat.tiny import build_regression_model
+
+    # The tiny profile's base stage trains its tokenizer on the same kinds of text.
+    size = TinyLMConfig()
+    triplets = miniworld.generate_triplets(2000, seed=1)
+    texts = miniworld.vocabulary_texts() + wordnet_texts()
+    texts += [t[k] for t in triplets for k in ("input", "edit", "output")]
+    sft = tiny_base(texts, root / "sft", size, seed=SEED)
+    tokenizer = load_tokenizer(sft)
+    rms = []
+    for seed, target in enumerate(("aesthetic", "pickscore"), start=1):
+        folder = root / target
+        build_regression_model(tokenizer, size, seed=seed).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        (folder / "label_stats.json").write_text(json.dumps(
+            {"target": target, "mean": 5.0, "std": 1.0, "max_length": 128}))
+        rms.append(folder)
+    rows = [{"beautified_source_prompt": t["input"], "instruction": t["edit"],
+             "beautified_target_prompt": t["output"]} for t in triplets[:BATCH]]
+    max_length = get_profile("tiny").rl.max_length
+    queries = [tokenizer(q, add_special_tokens=False)["input_ids"]
+               for q in query_texts(tokenizer, rows, max_length, RESPONSE_LENGTH)]
+    return {"sft": str(sft), "reward": str(rms[0]), "value": str(rms[1]), "aesthetic": str(rms[0]),
+            "pickscore": str(rms[1]), "rows": rows, "queries": queries,
+            "vocab": len(tokenizer), "query_tokens": [min(map(len, queries)), max(map(len, queries))]}
+
+
+# ---- ours -----------------------------------------------------------------------------------
+
+
+def time_ours(spec: dict, out_dir: Path, pi_plus: bool, pi_minus: bool, vci: bool) -> list[dict]:
+    """train_ppo's log entries (warm-up first); each has its iteration's ``seconds``."""
+    from diffchat.ppo import train_ppo
+    from diffchat.profiles import PPOConfig, get_profile
+
+    rl = get_profile("tiny").rl
+    assert rl.epochs == EPOCHS and rl.lr == LR
+    ppo = PPOConfig(rollouts=BATCH, mini_batch_size=BATCH, max_new_tokens=RESPONSE_LENGTH,
+                    iterations=WARMUP + TIMED, init_kl_coef=KL_COEF, checkpoint_every=1000,
+                    pi_plus=pi_plus, pi_minus=pi_minus, vci=vci)
+    entries: list[dict] = []
+    train_ppo(spec["sft"], spec["aesthetic"], spec["pickscore"], spec["rows"], out_dir, rl, ppo,
+              seed=SEED, log=entries.append)
+    return entries
+
+
+# ---- TRL 1.12 (subprocess) ------------------------------------------------------------------
+
+
+def install_trl() -> str | None:
+    """Install the TRL 1.12 wheel into TRL_DIR if needed; None when fine, else why not."""
+    if (TRL_DIR / f"trl-{TRL_VERSION}.dist-info").is_dir():
+        return None
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(TRL_DIR),
+           f"trl=={TRL_VERSION}"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"pip install failed: {err}"
+    if done.returncode != 0:
+        return f"pip install failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}"
+    return None
+
+
+def time_trl(spec_file: Path, result_file: Path) -> tuple[list[float] | None, str]:
+    """Run the TRL worker in a subprocess; (seconds per iteration or None, message)."""
+    why = install_trl()
+    if why:
+        return None, why
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--trl-worker", str(spec_file), str(result_file)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    except subprocess.TimeoutExpired:
+        return None, "the TRL 1.12 run took over 15 minutes and was stopped"
+    if done.returncode != 0 or not result_file.is_file():
+        tail = (done.stdout + done.stderr).strip()[-3000:]
+        return None, f"the TRL 1.12 run failed (exit {done.returncode}):\n{tail}"
+    result = json.loads(result_file.read_text())
+    return result["seconds"], f"trl {result['trl']} from {result['trl_path']}"
+
+
+def trl_worker(spec_file: Path, result_file: Path) -> None:
+    """TRL 1.12's PPOTrainer on the spec's models and queries; writes per-iteration seconds."""
+    sys.path.insert(0, str(TRL_DIR))
+    _one_thread()
+    import torch
+    import trl
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        TrainerCallback,
+    )
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    if trl.__version__ != TRL_VERSION:
+        raise SystemExit(f"expected trl {TRL_VERSION} from {TRL_DIR}, got {trl.__version__} ({trl.__file__})")
+    spec = json.loads(spec_file.read_text())
+
+    class Clock(TrainerCallback):
+        def __init__(self) -> None:
+            self.marks: list[float] = []
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.marks = [time.perf_counter()]
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.marks.append(time.perf_counter())
+
+    torch.manual_seed(SEED)
+    tokenizer = AutoTokenizer.from_pretrained(spec["sft"], padding_side="left")
+    policy = AutoModelForCausalLM.from_pretrained(spec["sft"], dtype=torch.float32)
+    ref = AutoModelForCausalLM.from_pretrained(spec["sft"], dtype=torch.float32)
+    reward = AutoModelForSequenceClassification.from_pretrained(spec["reward"], num_labels=1, dtype=torch.float32)
+    value = AutoModelForSequenceClassification.from_pretrained(spec["value"], num_labels=1, dtype=torch.float32)
+    with tempfile.TemporaryDirectory() as out:
+        config = PPOConfig(
+            output_dir=out, per_device_train_batch_size=BATCH, num_ppo_epochs=EPOCHS, num_mini_batches=1,
+            gradient_accumulation_steps=1, local_rollout_forward_batch_size=BATCH,
+            response_length=RESPONSE_LENGTH, total_episodes=BATCH * (WARMUP + TIMED),
+            temperature=1.0, learning_rate=LR, kl_coef=KL_COEF, stop_token_id=tokenizer.eos_token_id,
+            missing_eos_penalty=None, num_sample_generations=0, use_cpu=True, seed=SEED,
+            report_to="none", save_strategy="no", disable_tqdm=True,
+        )
+        clock = Clock()
+        trainer = PPOTrainer(args=config, processing_class=tokenizer, model=policy, ref_model=ref,
+                             reward_model=reward, value_model=value,
+                             train_dataset=Dataset.from_dict({"input_ids": spec["queries"]}),
+                             callbacks=[clock])
+        trainer.train()
+    seconds = [b - a for a, b in zip(clock.marks, clock.marks[1:])]
+    result_file.write_text(json.dumps({"seconds": seconds, "trl": trl.__version__,
+                                       "trl_path": str(Path(trl.__file__).parent)}))
+
+
+# ---- report -------------------------------------------------------------------------------
+
+
+def _row(name: str, seconds: list[float], edits: str = "") -> str:
+    timed = seconds[WARMUP:]
+    cells = " ".join(f"{s:6.2f}" for s in timed)
+    return (f"{name:<26} {seconds[0]:8.2f}   {cells}   {statistics.median(timed):6.2f}"
+            f" {statistics.mean(timed):6.2f} {edits:>9}")
+
+
+def main(parts: bool) -> None:
+    _one_thread()
+    import torch
+    import transformers
+    import trl
+
+    transformers.utils.logging.disable_progress_bar()
+
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, project trl {trl.__version__}, "
+          f"{torch.get_num_threads()} thread(s)")
+    print(f"batch {BATCH}, response <= {RESPONSE_LENGTH} tokens, {EPOCHS} PPO epochs, 1 mini-batch, "
+          f"{WARMUP} warm-up + {TIMED} timed iterations")
+    runs = {"ours, ADM+VCI off": (False, False, False), "ours, ADM+VCI on": (True, True, True)}
+    if parts:
+        runs |= {"ours, pi+ only": (True, False, False), "ours, pi- only": (False, True, False),
+                 "ours, VCI only": (False, False, True)}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        spec = build_models(root)
+        spec_file = root / "spec.json"
+        spec_file.write_text(json.dumps(spec))
+        print(f"tiny BLOOM policy: vocab {spec['vocab']}, queries {spec['query_tokens'][0]}-"
+              f"{spec['query_tokens'][1]} tokens")
+
+        trl_seconds, trl_note = time_trl(spec_file, root / "trl_result.json")
+        ours = {name: time_ours(spec, root / f"ours{n}", *switches)
+                for n, (name, switches) in enumerate(runs.items())}
+
+    print()
+    timed_head = " ".join(f"{'it' + str(WARMUP + k + 1):>6}" for k in range(TIMED))
+    print(f"{'seconds per iteration':<26} {'warm-up':>8}   {timed_head}   {'median':>6} {'mean':>6}"
+          f" {'pi- edits':>9}")
+    for name, entries in ours.items():
+        print(_row(name, [e["seconds"] for e in entries], str(sum(e["pi_minus_edits"] for e in entries))))
+    if trl_seconds is not None:
+        print(_row("TRL 1.12 PPOTrainer", trl_seconds))
+    mean_length = statistics.mean(e["response_length"] for e in ours["ours, ADM+VCI off"])
+    print(f"(our mean response length: {mean_length:.1f} tokens; pi- edits: all iterations)")
+    print()
+    median = {name: statistics.median(e["seconds"] for e in entries[WARMUP:]) for name, entries in ours.items()}
+    off, on = median["ours, ADM+VCI off"], median["ours, ADM+VCI on"]
+    if trl_seconds is not None:
+        print(f"TRL side: {trl_note}")
+        print(f"ours/trl = {off / statistics.median(trl_seconds[WARMUP:]):.2f}x")
+    else:
+        print(f"TRL 1.12 could not be run, so there is no ours/trl ratio: {trl_note}")
+    print(f"adm+vci on/off = {on / off:.2f}x")
+    for name in list(runs)[2:]:
+        print(f"{name.removeprefix('ours, ')} / off = {median[name] / off:.2f}x")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parts", action="store_true",
+                        help="also time pi+, pi- and VCI one at a time (three more runs of ours)")
+    parser.add_argument("--trl-worker", nargs=2, type=Path, metavar=("SPEC", "RESULT"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.trl_worker:
+        trl_worker(*args.trl_worker)
+    else:
+        main(args.parts)
