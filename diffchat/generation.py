@@ -110,25 +110,41 @@ class TemplateLM:
                       f"{self.max_length}-token budget", stacklevel=3)
         return self.template.format(**{**fields, self.field: short})
 
-    @torch.no_grad()
-    def generate(self, texts: list[str], *, batch_size: int = 32, progress: bool = False,
-                 no_repeat_output_ngram: int = 0, **decoding: Any) -> list[str]:
-        """Continue each filled-in template; returns only the new text, stripped.
+    def auto_batch_size(self) -> int:
+        """Rows per generate call: hundreds where the device has room. With these model sizes a
+        decoding step costs little more at 128 rows than at 16 on a CPU (the per-step overhead
+        dominates), and a GPU with free memory takes 512."""
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return 512 if free > 8 * 2**30 else 128
+        return 128
 
-        ``no_repeat_output_ngram=n`` forbids repeating an n-gram of the *output*. (The
-        library's ``no_repeat_ngram_size`` also counts the prompt, so it forbids copying
-        the input prompt, which is most of a rewrite.)
+    @torch.no_grad()
+    def generate(self, texts: list[str], *, batch_size: int | None = None, progress: bool = False,
+                 no_repeat_output_ngram: int = 0, **decoding: Any) -> list[str]:
+        """Continue each filled-in template; returns only the new text, stripped, in the order given.
+
+        Requests are sorted by length so that a batch carries little padding, and (when
+        decoding is greedy) each distinct text is generated once. ``batch_size`` defaults
+        to ``auto_batch_size()``. ``no_repeat_output_ngram=n`` forbids repeating an n-gram
+        of the *output*. (The library's ``no_repeat_ngram_size`` also counts the prompt, so
+        it forbids copying the input prompt, which is most of a rewrite.)
         """
         opts = {"max_new_tokens": self.max_new_tokens, **DEFAULT_DECODING, **decoding}
-        outputs: list[str] = []
-        starts = range(0, len(texts), batch_size)
+        batch_size = batch_size or self.auto_batch_size()
+        greedy = not opts.get("do_sample")
+        todo = list(dict.fromkeys(texts)) if greedy else list(texts)
+        ids = self.tokenizer(todo, add_special_tokens=False)["input_ids"]
+        order = sorted(range(len(todo)), key=lambda n: len(ids[n]))
+        answers: list[str] = [""] * len(todo)
+        starts = range(0, len(order), batch_size)
         if progress:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc="generate", unit="batch")
         for start in starts:
-            chunk = texts[start:start + batch_size]
-            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+            rows = order[start:start + batch_size]
+            enc = self.tokenizer.pad({"input_ids": [ids[n] for n in rows]}, return_tensors="pt")
             enc = {k: v.to(self.device) for k, v in enc.items()}
             extra = {}
             if no_repeat_output_ngram:
@@ -139,5 +155,9 @@ class TemplateLM:
             out = self.model.generate(**enc, pad_token_id=self.tokenizer.pad_token_id,
                                       eos_token_id=self.tokenizer.eos_token_id, **extra, **opts)
             new = out[:, enc["input_ids"].shape[1]:]
-            outputs += [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
-        return outputs
+            for n, text in zip(rows, self.tokenizer.batch_decode(new, skip_special_tokens=True)):
+                answers[n] = text.strip()
+        if not greedy:
+            return answers
+        by_text = dict(zip(todo, answers))
+        return [by_text[t] for t in texts]

@@ -14,7 +14,7 @@ from diffchat.generation import TemplateLM, check_text
 class DiffChat(TemplateLM):
     """A causal LM fine-tuned to write the target prompt y from T(x, i)."""
 
-    def rewrite_batch(self, prompts: list[str], instructions: list[str], *, batch_size: int = 32,
+    def rewrite_batch(self, prompts: list[str], instructions: list[str], *, batch_size: int | None = None,
                       progress: bool = False, **decoding: Any) -> list[str]:
         """Rewrite many (prompt, instruction) pairs; greedy unless ``do_sample=True``."""
         if len(prompts) != len(instructions):

@@ -55,7 +55,7 @@ class PBModel(TemplateLM):
 
     template = PB_TEMPLATE
 
-    def beautify(self, prompts: Sequence[str], *, batch_size: int = 64, progress: bool = False,
+    def beautify(self, prompts: Sequence[str], *, batch_size: int | None = None, progress: bool = False,
                  **decoding: Any) -> list[str]:
         new = decoding.get("max_new_tokens", self.max_new_tokens)
         texts = [self.fill(new, x=p.strip()) for p in prompts]

@@ -168,3 +168,17 @@ def test_no_repeat_output_ngram_blocks_only_the_outputs_repeats():
     out = NoRepeatOutputNGram(3, start=3)(ids, scores.clone())
     assert out[0, 9] == float("-inf")
     assert torch.isfinite(out[0, [7, 5, 6]]).all()
+
+
+def test_sorted_deduplicated_generation_returns_the_callers_order(trained):
+    """Greedy generation sorts requests by length and generates each distinct text once; the
+    answers come back in the caller's order and equal one-at-a-time generation."""
+    bot = DiffChat.from_pretrained(trained[0], max_length=96)
+    rows = _rows(12)
+    prompts = [r["beautified_source_prompt"] for r in rows]
+    prompts = prompts + prompts[:3]  # duplicates
+    instructions = [r["instruction"] for r in rows] + [r["instruction"] for r in rows[:3]]
+    batched = bot.rewrite_batch(prompts, instructions, batch_size=5, max_new_tokens=12)
+    alone = [bot.rewrite(p, i, max_new_tokens=12) for p, i in zip(prompts, instructions)]
+    assert batched == alone
+    assert batched[-3:] == batched[:3]

@@ -1,0 +1,84 @@
+"""Prompts per second of ``TemplateLM.generate`` (length-sorted, de-duplicated, auto batch) against
+the way it generated before (batches of 64 in the caller's order), on the same inputs and model,
+in one process. Greedy PB beautification of mini-world prompts, as InstructPE assembly runs it
+(x_o and y_o of each triplet; a subject and its edit repeat across triplets).
+
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/bench_generate.py [--model runs/tiny/pb] [--n 300]
+
+Without --model, a random-init tiny PB model is built from a config (it never stops early, so
+every row runs to max_new_tokens: the smallest gain). Prints both timings, the ratio, and
+whether the outputs are identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def old_generate(pb, texts: list[str], batch_size: int = 64) -> list[str]:
+    """The previous loop: fixed batches in the caller's order, every text generated."""
+    from transformers import LogitsProcessorList
+
+    from diffchat.generation import DEFAULT_DECODING, NoRepeatOutputNGram
+
+    outputs = []
+    for start in range(0, len(texts), batch_size):
+        enc = pb.tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
+                           add_special_tokens=False)
+        processors = LogitsProcessorList([NoRepeatOutputNGram(2, enc["input_ids"].shape[1])])
+        with torch.no_grad():
+            out = pb.model.generate(**enc, pad_token_id=pb.tokenizer.pad_token_id,
+                                    eos_token_id=pb.tokenizer.eos_token_id, logits_processor=processors,
+                                    max_new_tokens=pb.max_new_tokens, **DEFAULT_DECODING)
+        new = out[:, enc["input_ids"].shape[1]:]
+        outputs += [t.strip() for t in pb.tokenizer.batch_decode(new, skip_special_tokens=True)]
+    return outputs
+
+
+def tiny_pb(folder: Path) -> Path:
+    from diffchat.data.miniworld import vocabulary_texts
+    from diffchat.loading import tiny_base
+    from diffchat.profiles import get_profile
+
+    return tiny_base(vocabulary_texts(), folder, get_profile("tiny").tiny_lm, seed=0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="a PB model folder (default: random-init tiny)")
+    ap.add_argument("--n", type=int, default=300, help="triplets (2 prompts each)")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    from diffchat.data.miniworld import generate_triplets
+    from diffchat.pb import PBModel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model or tiny_pb(Path(tmp) / "pb")
+        pb = PBModel.from_pretrained(model, device="cpu")
+        rows = generate_triplets(args.n, seed=0)
+        prompts = [r["input"] for r in rows] + [r["output"] for r in rows]
+        texts = [pb.fill(pb.max_new_tokens, x=p.strip()) for p in prompts]
+        pb.generate(texts[:8], no_repeat_output_ngram=2)  # warm-up
+
+        start = time.perf_counter()
+        before = old_generate(pb, texts)
+        old_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        after = pb.generate(texts, no_repeat_output_ngram=2)
+        new_seconds = time.perf_counter() - start
+
+    same = sum(a == b for a, b in zip(before, after))
+    print(f"model: {args.model or 'random-init tiny'}; {len(texts)} prompts ({len(set(texts))} distinct), "
+          f"threads {torch.get_num_threads()}, batch {pb.auto_batch_size()} (new) vs 64 (old)")
+    print(f"old: {old_seconds:7.2f} s  {len(texts) / old_seconds:7.1f} prompts/s")
+    print(f"new: {new_seconds:7.2f} s  {len(texts) / new_seconds:7.1f} prompts/s")
+    print(f"speed-up new/old: {old_seconds / new_seconds:.2f}x; identical outputs: {same}/{len(texts)}")
+
+
+if __name__ == "__main__":
+    main()
