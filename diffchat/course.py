@@ -109,4 +109,31 @@ def run_course(profile: str | None = None, only: list[str] | None = None,
     books = [p for p in list_notebooks() if not only or any(p.name.startswith(o) for o in only)]
     if not books:
         raise ValueError(f"no notebook matches {only!r} in {NOTEBOOK_DIR}")
-    return [run_notebook(p, profile_name, root / profile_name / "notebooks") for p in books]
+    outputs, seconds = [], {}
+    for book in books:
+        start_time = time.time()
+        outputs.append(run_notebook(book, profile_name, root / profile_name / "notebooks"))
+        seconds[book.stem] = round(time.time() - start_time, 1)
+    print(timing_report(profile_name, root, seconds))
+    return outputs
+
+
+def timing_report(profile: str, root: Path, notebook_seconds: dict[str, float]) -> str:
+    """Each notebook's and each finished stage's seconds, also written to
+    ``<root>/<profile>/timings.json`` (the README's measured table comes from it)."""
+    import json
+
+    from diffchat.pipeline import COURSE
+
+    stages = {}
+    for name in COURSE.stages:
+        manifest = COURSE.read_manifest(name, profile, root)
+        if manifest:
+            stages[name] = manifest["seconds"]
+    timings = {"profile": profile, "notebooks": notebook_seconds, "stages": stages,
+               "threads": __import__("torch").get_num_threads(), "machine": platform.processor() or platform.machine()}
+    (root / profile / "timings.json").write_text(json.dumps(timings, indent=2))
+    lines = [f"timings ({profile}, written to {root / profile / 'timings.json'}):"]
+    lines += [f"  notebook {name:24s} {sec:8.1f} s" for name, sec in notebook_seconds.items()]
+    lines += [f"  stage    {name:24s} {sec:8.1f} s" for name, sec in stages.items()]
+    return "\n".join(lines)
