@@ -112,7 +112,7 @@ def _load_pipeline(spec: TISSpec, torch_dtype: torch.dtype) -> Any:
         path = resolve_model(spec.repo, filename=spec.single_file)
         config = resolve_model(spec.config_repo) if spec.config_repo else None
         return cls.from_single_file(path, config=config, torch_dtype=torch_dtype)
-    return cls.from_pretrained(resolve_model(spec.repo), torch_dtype=torch_dtype)
+    return cls.from_pretrained(resolve_model(spec.repo), torch_dtype=torch_dtype, use_safetensors=True)
 
 
 def _place(pipe: Any, spec: TISSpec, device: torch.device) -> None:

@@ -154,8 +154,8 @@ def resolve_model(model_id: str, filename: str | None = None) -> str:
             "'tiny' names the tiny profile's local model: build it with "
             "diffchat.loading.tiny_base(...) (the base stage) and pass its folder"
         )
-    if not _REPO_ID.match(model_id):
-        raise FileNotFoundError(f"{model_id!r} is neither an existing folder nor a hub id (org/name)")
+    if model_id.startswith((".", "/", "~")) or not _REPO_ID.match(model_id):
+        raise FileNotFoundError(f"{model_id!r}: no such model folder (and not a hub id of the form org/name)")
     cached = _from_hf_cache(model_id, filename)
     if cached is not None:
         log.info("%s: using the Hugging Face cache (%s)", model_id, cached)

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from diffchat.generation import TemplateLM
+from diffchat.generation import TemplateLM, check_text
 from diffchat.profiles import TrainConfig
 from diffchat.runner import StageContext, train_once, write_json
 
@@ -57,8 +57,10 @@ class PBModel(TemplateLM):
 
     def beautify(self, prompts: Sequence[str], *, batch_size: int | None = None, progress: bool = False,
                  **decoding: Any) -> list[str]:
+        if isinstance(prompts, str):
+            raise TypeError("beautify takes a list of prompts, not one string: pass [prompt]")
         new = decoding.get("max_new_tokens", self.max_new_tokens)
-        texts = [self.fill(new, x=p.strip()) for p in prompts]
+        texts = [self.fill(new, x=check_text(p, "prompt", n)) for n, p in enumerate(prompts)]
         decoding = {"no_repeat_output_ngram": 2, **decoding}
         return self.generate(texts, batch_size=batch_size, progress=progress, **decoding)
 

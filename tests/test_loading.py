@@ -49,8 +49,10 @@ def test_local_paths_stay_and_bad_names_fail_clearly(base_dir):
     assert loading.resolve_model(str(base_dir), filename="config.json") == str(base_dir / "config.json")
     with pytest.raises(ValueError, match="tiny_base"):
         loading.resolve_model("tiny")
-    with pytest.raises(FileNotFoundError, match="neither an existing folder nor a hub id"):
+    with pytest.raises(FileNotFoundError, match="no such model folder"):
         loading.resolve_model("./no/such/folder")
+    with pytest.raises(FileNotFoundError, match="'./missing-folder': no such model folder"):
+        loading.resolve_model("./missing-folder")  # looks like org/name, but a path
 
 
 def test_offline_hub_id_error_is_clear_and_fast():

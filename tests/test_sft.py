@@ -182,3 +182,23 @@ def test_sorted_deduplicated_generation_returns_the_callers_order(trained):
     alone = [bot.rewrite(p, i, max_new_tokens=12) for p, i in zip(prompts, instructions)]
     assert batched == alone
     assert batched[-3:] == batched[:3]
+
+
+def test_beautify_names_a_bad_input(trained):
+    from diffchat.pb import PBModel
+
+    pb = PBModel.from_pretrained(trained[0], max_length=192)
+    with pytest.raises(TypeError, match="not one string"):
+        pb.beautify("a cat")
+    with pytest.raises(TypeError, match=r"prompt \(item 1\) must be a string, got int"):
+        pb.beautify(["a cat", 3])
+    with pytest.raises(ValueError, match=r"prompt \(item 0\) is empty"):
+        pb.beautify(["  "])
+
+
+def test_cli_rewrite_with_a_missing_model_folder(capsys):
+    from diffchat.cli import main
+
+    assert main(["rewrite", "a cat", "-i", "make it night", "--model", "./missing-folder"]) == 1
+    err = capsys.readouterr().err
+    assert "'./missing-folder': no such model folder" in err and "unreachable" not in err
