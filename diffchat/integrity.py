@@ -114,16 +114,23 @@ def _check_text(value: object, name: str, allow_blank: bool) -> str:
 # ---- Listing 1 ------------------------------------------------------------------------
 
 
-def extract_keywords(text: str) -> list[str]:
-    """Keyword lemmas of `text` in order of first occurrence (Listing 1, line 10)."""
+def keywords_with_pos(text: str) -> list[tuple[str, str]]:
+    """Listing 1's keywords of `text` (line 10) with their WordNet POS ("n", "a" or "v"), in
+    order of first occurrence; a lemma takes the POS of its first occurrence. ADM pi-
+    replaces a keyword only by one of the same POS (section 3.3)."""
     _check_text(text, "text", allow_blank=True)
     tokens = _nltk().word_tokenize(text)
-    keywords: dict[str, None] = {}
+    keywords: dict[str, str] = {}
     for token, tag in zip(tokens, _tag(tokens)):
         lemma = _lemma(token, tag)
         if _is_keyword(token, tag, lemma):
-            keywords.setdefault(lemma)
-    return list(keywords)
+            keywords.setdefault(lemma, _wordnet_pos(tag))
+    return list(keywords.items())
+
+
+def extract_keywords(text: str) -> list[str]:
+    """Keyword lemmas of `text` in order of first occurrence (Listing 1, line 10)."""
+    return [keyword for keyword, _ in keywords_with_pos(text)]
 
 
 @lru_cache(maxsize=1 << 16)
@@ -373,25 +380,6 @@ def batch_prefix_ci_scores(
             scorer = scorers[key] = PrefixCIScorer(x_o, i, y_o, threshold)
         results.append(scorer.scores(pieces))
     return results
-
-
-# ---- keywords with their part of speech (ADM pi-, section 3.3) -----------------------
-
-
-def keywords_with_pos(text: str) -> list[tuple[str, str]]:
-    """Listing 1's keywords of `text` with their WordNet POS ("n", "a" or "v").
-
-    The same words as :func:`extract_keywords`, in the same order; a lemma takes the POS
-    of its first occurrence. ADM pi- replaces a keyword only by one of the same POS.
-    """
-    _check_text(text, "text", allow_blank=True)
-    tokens = _nltk().word_tokenize(text)
-    keywords: dict[str, str] = {}
-    for token, tag in zip(tokens, _tag(tokens)):
-        lemma = _lemma(token, tag)
-        if _is_keyword(token, tag, lemma):
-            keywords.setdefault(lemma, _wordnet_pos(tag))
-    return list(keywords.items())
 
 
 def word_lemmas(word: str) -> frozenset[str]:
