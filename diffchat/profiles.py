@@ -302,7 +302,8 @@ TINY = Profile(
                    weight_decay=0.0, max_steps=1500, warmup_ratio=0.03),
     rm=TrainConfig(epochs=3, batch_size=32, max_length=64, lr=1e-3, unfreeze_layers=None,
                    weight_decay=1e-3),
-    rl=TrainConfig(epochs=2, batch_size=32, max_length=128, lr=3e-4, unfreeze_layers=2,
+    # max_length: T(x, i) of a tiny prompt takes up to ~100 tokens, plus 48 new ones (128 cut inputs).
+    rl=TrainConfig(epochs=2, batch_size=32, max_length=192, lr=3e-4, unfreeze_layers=2,
                    weight_decay=1e-6),
     ppo=PPOConfig(rollouts=32, iterations=20, max_new_tokens=48),
     images=ImageConfig(height=32, width=32, steps=2, guidance=5.0, seeds=(0,)),
