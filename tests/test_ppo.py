@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -359,3 +360,29 @@ def test_train_ppo_on_a_tied_llama_family_model(models, tmp_path):
     result = train_ppo(tmp_path / "llama", aes, pick, rows, tmp_path / "out", RL, ppo, seed=0)
     assert len(result["iterations"]) == 2
     assert isinstance(DiffChat.from_pretrained(tmp_path / "out", device="cpu").rewrite("a cat", "make it red"), str)
+
+
+def test_train_ppo_runs_under_accelerate_launch(models, tmp_path):
+    """The training entry point runs unchanged under `accelerate launch` (one CPU process)."""
+    import os
+    import subprocess
+    import sys
+
+    sft, aes, pick, rows = models
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import json, sys\n"
+        "from diffchat.ppo import train_ppo\n"
+        "from diffchat.profiles import PPOConfig, TrainConfig\n"
+        f"rl = TrainConfig(**{dataclasses.asdict(RL)!r})\n"
+        "ppo = PPOConfig(rollouts=4, iterations=1, max_new_tokens=8, mini_batch_size=2)\n"
+        f"rows = json.load(open({str(tmp_path / 'rows.json')!r}))\n"
+        f"log = train_ppo({str(sft)!r}, {str(aes)!r}, {str(pick)!r}, rows, {str(tmp_path / 'out')!r}, rl, ppo)\n"
+        "print('ITERATIONS', len(log['iterations']))\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1",
+                           "--cpu", str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ITERATIONS 1" in done.stdout
+    assert (tmp_path / "out" / "ppo_log.json").is_file()
