@@ -1,6 +1,6 @@
 """average_ranks reproduces the paper's Avg. Rank column (Table 1, Table 4 (a)-(e)).
 
-Numbers copied from /work/shared/paper/diffchat-paper.txt. "-" (InstructPix2Pix has no
+Numbers copied from the paper (shared/paper/diffchat-paper.txt beside the repository). "-" (InstructPix2Pix has no
 CI score) is NaN. Every paper Avg. Rank comes out of the paper's own numbers under the
 stated rule (ties share the best rank): e.g. Table 4 (b) PickScore 19.602 vs 19.602 and
 (d) PickScore 19.590 vs 19.590 are ties ranked 2 and 2; the CI scores 87.496 / 85.089 /
