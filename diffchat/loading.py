@@ -400,7 +400,9 @@ def wordnet_texts() -> list[str]:
 
 
 def base_stage(ctx: StageContext) -> dict:
-    if ctx.profile.models.policy == "tiny":
+    """The starting checkpoint: for tiny, a BPE tokenizer trained on the course's words, its data
+    and WordNet, with a random-init BLOOM; otherwise the profile's pretrained policy, resolved."""
+    if ctx.profile.models.policy == TINY_ID:
         from diffchat.data.collect import read_split
         from diffchat.data.miniworld import vocabulary_texts
 
@@ -417,8 +419,8 @@ def base_stage(ctx: StageContext) -> dict:
     return {"policy": path}
 
 
-def base_path(ctx_or_root: StageContext, role_stage: str = "base") -> str:
+def base_path(ctx: StageContext) -> str:
     """The base model's location: a folder inside the base stage, or a hub id / local path."""
-    folder = ctx_or_root.input(role_stage)
+    folder = ctx.input("base")
     path = json.loads((folder / "base.json").read_text())["policy"]
     return str(folder) if path == "." else path

@@ -13,6 +13,7 @@ from diffchat.runner import StageContext
 
 
 def data_stage(ctx: StageContext) -> dict:
+    """Mini-world triplets and PB pairs (tiny, small), or the paper profile's real files."""
     cfg = ctx.profile.data
     if cfg.source == "miniworld":
         from diffchat.data.miniworld import generate_all
