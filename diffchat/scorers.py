@@ -215,8 +215,9 @@ class ClipScorer(Scorer):
 
 # A direction between two unit vectors shorter than this is no direction: the same text (or
 # image) encoded twice differs in its last bits with the batch and the processor, and
-# normalising that noise into a unit vector would give an arbitrary cosine. Two different
-# prompts that differ by one word are about 1e-2 apart in CLIP space, far above it.
+# normalising that noise into a unit vector would give an arbitrary cosine. Measured with the
+# tiny CLIP: prompts that differ by one word are 0.27-0.55 apart (normalised features), the
+# same text encoded in another batch 4e-8.
 DIRECTION_TOL = 1e-4
 
 
