@@ -37,7 +37,7 @@ from diffchat.profiles import Profile
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METRICS", "Evaluation", "average_ranks", "eval_stage", "export_tables", "plot_grid",
+__all__ = ["METRICS", "PAPER_TABLE1", "Evaluation", "average_ranks", "eval_stage", "export_tables", "plot_grid",
            "results_table", "all_tables"]
 
 # score key -> (the paper's column name, factor to the paper's scale)
@@ -49,6 +49,14 @@ METRICS: dict[str, tuple[str, float]] = {
     "dclip": ("D-CLIP-S", 100.0),  # cosine -> percent
     "ci": ("CI Score", 100.0),  # raw (pre-threshold) CI x100
 }
+# Table 1 of the paper (average over the five SD models), rows named as ours; NaN = "-".
+PAPER_TABLE1 = pd.DataFrame(
+    [[19.569, 6.394, 20.822, 29.354, 15.802, 87.496, 2.500],
+     [19.346, 5.726, 19.036, 22.670, 17.327, float("nan"), 3.400],
+     [19.571, 6.392, 20.836, 29.350, 16.596, 85.089, 2.667],
+     [19.584, 6.416, 20.851, 29.397, 16.787, 87.314, 1.333]],
+    index=[METHODS[m].label for m in ("teacher", "instructpix2pix", "sft", "ppo")],
+    columns=[name for name, _ in METRICS.values()] + ["Avg. Rank"])
 RECORDS = "records.jsonl"
 PROMPTS = "prompts.jsonl"
 RECORD_FIELDS = ("method", "tis", "example", "seed", "source", "image")

@@ -74,3 +74,18 @@ def test_win_rates_count_from_diffchats_side(tmp_path):
     assert table.loc["Teacher LLM (ChatGPT row)", ["Win", "Tie", "Lose"]].tolist() == [2 / 3, 1 / 3, 0.0]
     assert table["votes"].sum() == 5
     assert plot_win_rates(table).axes
+
+
+def test_scripted_votes_prefer_the_higher_score_and_resume(tmp_path):
+    from diffchat.human_eval import scripted_votes
+
+    items = make_items(tmp_path, n=3)
+    records = [{"image": f"{name}.png", "scores": {"pickscore": score}}
+               for name, score in (("ppo", 2.0), ("teacher", 1.0), ("human", 2.0))]
+    study = PreferenceStudy(items, tmp_path / "scripted.jsonl")
+    assert scripted_votes(study, "script", records, tmp_path) == 6
+    assert scripted_votes(study, "script", records, tmp_path) == 0, "a rerun casts nothing twice"
+    winners = {v["opponent"]: set() for v in study.votes()}
+    for v in study.votes():
+        winners[v["opponent"]].add(v["winner"])
+    assert winners == {"teacher": {"ppo"}, "human": {"tie"}}
