@@ -26,7 +26,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from PIL import Image
@@ -35,10 +35,14 @@ from diffchat.competitors import ABLATIONS, METHODS, Method
 from diffchat.jsonl import JsonlLog, read_rows
 from diffchat.profiles import Profile
 
+if TYPE_CHECKING:
+    from diffchat.runner import StageContext
+
 log = logging.getLogger(__name__)
 
-__all__ = ["METRICS", "PAPER_TABLE1", "Evaluation", "average_ranks", "eval_stage", "export_tables", "plot_grid",
-           "results_table", "all_tables"]
+__all__ = ["METRICS", "PAPER_TABLE1", "Evaluation", "ImageSettings", "all_tables", "average_ranks",
+           "check_request", "eval_stage", "export_tables", "load_scorers", "plot_grid", "read_records",
+           "results_table", "to_markdown"]
 
 # score key -> (the paper's column name, factor to the paper's scale)
 METRICS: dict[str, tuple[str, float]] = {
@@ -320,10 +324,10 @@ def method_source(method: Method, profile: Profile, root: Path, config: dict) ->
     if method.name == "instructpix2pix":
         ev = config["eval"]
         return _fingerprint([ev[k] for k in ("instructpix2pix", "ip2p_steps", "ip2p_guidance", "ip2p_image_guidance")])
-    return "rule"
+    return "append"
 
 
-def eval_stage(ctx) -> dict:
+def eval_stage(ctx: StageContext) -> dict:
     """Run the protocol over the profile's TIS models and methods; write records, tables, grids."""
     import matplotlib.pyplot as plt
 
@@ -372,7 +376,7 @@ def eval_stage(ctx) -> dict:
     return {k: v for k, v in summary.items() if k != "table1"}
 
 
-def _manifest_hash(ctx) -> str | None:
+def _manifest_hash(ctx: StageContext) -> str | None:
     """The instructpe run's key: the test rows (and so the example numbers) depend on it."""
     manifest = ctx.input("instructpe") / "manifest.json"
     return json.loads(manifest.read_text())["key_hash"] if manifest.is_file() else None
