@@ -35,10 +35,17 @@ def _cmd_run(args: argparse.Namespace) -> None:
     from diffchat import pipeline
 
     stage = args.stage
+    profile = get_profile(args.profile)
     if stage == "ppo":
         stage = pipeline.variant_name(not args.no_pi_plus, not args.no_pi_minus, not args.no_vci)
-    path = pipeline.run(stage, args.profile, args.root, force=args.force)
-    manifest = pipeline.read_manifest(stage, args.profile, args.root) or {}
+    methods, tis = getattr(args, "methods", None), getattr(args, "tis", None)
+    if methods or tis:  # `diffchat eval --methods ... --tis ...`: a subset of the profile's
+        from diffchat.evaluation import check_request
+
+        check_request(methods, tis, profile, args.root)
+        profile = profile.with_overrides(eval={k: tuple(v) for k, v in (("methods", methods), ("tis", tis)) if v})
+    path = pipeline.run(stage, profile, args.root, force=args.force)
+    manifest = pipeline.read_manifest(stage, profile, args.root) or {}
     print(json.dumps({"stage": stage, "path": str(path), "summary": manifest.get("summary")},
                      indent=2, default=str))
 
@@ -145,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
                                  ("vci", "VCI (CI in the value estimate)")):
                 p.add_argument(f"--no-{switch}", action="store_true",
                                help=f"ablation: train without {what}, in its own run folder")
+        if name == "eval":
+            from diffchat.competitors import METHODS
+
+            p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                           help="evaluate only these: " + ", ".join(METHODS))
+            p.add_argument("--tis", nargs="+", default=None, metavar="MODEL",
+                           help="only these text-to-image models (short names or hub ids)")
         COMMANDS[name] = _cmd_run
 
     p = sub.add_parser("rewrite", help="rewrite a prompt by an instruction with a trained model")

@@ -177,3 +177,58 @@ def check_dclip(fn: Callable) -> Verdict:
         return Verdict(False, f"row {row}: got {got[row]:.4f}, expected {want[row]:.4f}"
                               " (normalise each feature before taking the differences)")
     return Verdict(True, "D-CLIP-S matches on all rows")
+
+
+def check_average_ranks(fn: Callable) -> Verdict:
+    """Exercise 06.1: ``fn(table) -> Series`` of each method's rank averaged over its metrics
+    (higher is better, ties share the best rank, NaN skipped), compared with ``average_ranks``
+    on the paper's Table 1 and on tables with ties and missing metrics."""
+    import math
+
+    import pandas as pd
+
+    from diffchat.evaluation import PAPER_TABLE1, average_ranks
+
+    nan = math.nan
+    cases = [PAPER_TABLE1.drop(columns="Avg. Rank"),
+             pd.DataFrame({"a": [3.0, 3.0, 1.0], "b": [1.0, nan, 2.0]}, index=["x", "y", "z"]),
+             pd.DataFrame({"a": [1.0, 1.0, 1.0], "b": [nan, 2.0, 5.0]}, index=["x", "y", "z"])]
+    for n, table in enumerate(cases):
+        want = average_ranks(table)
+        try:
+            got = pd.Series(fn(table.copy()), dtype=float)
+        except Exception as err:
+            return Verdict(False, f"case {n}: your function raised {type(err).__name__}: {err}")
+        for method in table.index:
+            if method not in got.index:
+                return Verdict(False, f"case {n}: no value for {method!r}")
+            if abs(got[method] - want[method]) > 1e-9:
+                return Verdict(False, f"case {n}: {method!r} got {got[method]:.3f}, expected {want[method]:.3f}")
+    return Verdict(True, "average ranks match, the paper's Table 1 included")
+
+
+def check_win_rates(fn: Callable) -> Verdict:
+    """Exercise 06.2: ``fn(votes) -> {opponent: (win, tie, lose)}`` shares from DiffChat's side,
+    whichever side its image was shown on; compared with ``human_eval.win_rates``."""
+    from diffchat.human_eval import win_rates
+
+    votes = [{"rater": r, "item": f"{o}/{k}", "left": left, "right": right, "choice": c,
+              "winner": {"left": left, "right": right, "tie": "tie"}[c], "ours": "ppo", "opponent": o}
+             for r, o, k, left, right, c in (
+                 ("ann", "teacher", 0, "ppo", "teacher", "left"), ("ann", "teacher", 1, "teacher", "ppo", "left"),
+                 ("bob", "teacher", 0, "teacher", "ppo", "right"), ("ann", "human", 0, "human", "ppo", "tie"),
+                 ("bob", "human", 0, "ppo", "human", "right"), ("cat", "human", 0, "human", "ppo", "right"))]
+    want = {o: tuple(row) for o, row in win_rates(votes)[["Win", "Tie", "Lose"]].iterrows()}
+    labels = {"Teacher LLM (ChatGPT row)": "teacher", "Human prompt writer (append)": "human"}
+    try:
+        got = fn([dict(v) for v in votes])
+    except Exception as err:
+        return Verdict(False, f"your function raised {type(err).__name__}: {err}")
+    for label, shares in want.items():
+        opponent = labels[label]
+        if opponent not in got:
+            return Verdict(False, f"no rates for opponent {opponent!r}")
+        if any(abs(g - w) > 1e-9 for g, w in zip(got[opponent], shares)):
+            return Verdict(False, f"{opponent}: got {tuple(round(g, 3) for g in got[opponent])}, "
+                                  f"expected {tuple(round(w, 3) for w in shares)} (win, tie, lose)")
+    return Verdict(True, "win / tie / lose rates match for every opponent")

@@ -1,7 +1,7 @@
 """The course's stages in order, each naming the module that holds its body.
 
 Read this list against the notebooks: 01 builds ``data``; 02 ``base``, ``pb`` and
-``instructpe``; 03 ``sft``; 04 ``rewards``; 05 ``ppo`` and its three ablations. A stage's body is imported only when it runs.
+``instructpe``; 03 ``sft``; 04 ``rewards``; 05 ``ppo`` and its three ablations; 06 ``eval``. A stage's body is imported only when it runs.
 ``run``, ``ensure``, ``is_done``, ``status`` and ``read_manifest`` act on this pipeline.
 """
 
@@ -28,6 +28,15 @@ def rewards_config(p: Profile) -> dict:
     return {"rm": p.section("rm"), "images": p.section("images"), "n": p.data.n_reward_labels,
             "tis": m.tis[0], "aesthetic": m.aesthetic, "pickscore": m.pickscore,
             "pickscore_processor": m.pickscore_processor, "base": m.reward}
+
+
+def eval_config(p: Profile) -> dict:
+    """What the eval stage's key records (the runner adds which PPO runs had finished)."""
+    m = p.models
+    return {"eval": p.section("eval"), "tis": list(p.eval.tis or m.tis), "seeds": list(p.images.seeds),
+            "teacher": teacher_spec(p),
+            "scorers": {"aesthetic": m.aesthetic, "pickscore": m.pickscore,
+                        "pickscore_processor": m.pickscore_processor, "hps": m.hps, "clip": m.clip}}
 
 
 # Stage name -> PPOConfig switches; one thing off at a time, as in the paper's ablations.
@@ -92,6 +101,12 @@ COURSE = Pipeline([
             description=("PPO with ADM (pi+, pi-) and VCI (3.3)" if name == "ppo" else
                          f"PPO ablation: {name.removeprefix('ppo_').replace('_', ' ')} (Fig. 7, Table 2)"))
       for name in VARIANTS),
+    # The PPO runs are optional: evaluation takes whichever have finished (the rest are left
+    # out with a note) and reruns when another one finishes.
+    Stage("eval", "diffchat.evaluation:eval_stage", inputs=("instructpe", "sft"), optional=tuple(VARIANTS),
+          outputs=("records.jsonl", "table1.md", "table1.csv", "eval_summary.json"),
+          config=eval_config,
+          description="Tables 1, 2 and 4: competitors and ablations on every TIS model (4.1, A.7)"),
 ])
 
 run = COURSE.run

@@ -146,6 +146,26 @@ class ImageConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """Section 4.1's evaluation: which test rows, which competitors, and InstructPix2Pix's settings.
+
+    Images are made at each TIS model's own resolution, steps and guidance (``images.TIS_MODELS``)
+    with the seeds of ``ImageConfig``; the paper gives no example count beyond "the InstructPE
+    testing set", so ``n_examples=None`` takes the whole split.
+    """
+
+    split: str = "test_seen"  # InstructPE file the instructpe stage writes (InstructPE_<split>.json)
+    n_examples: int | None = None  # first rows of the split; None = all
+    methods: tuple[str, ...] = ("teacher", "instructpix2pix", "human", "sft", "ppo",
+                                "ppo_no_pi_plus", "ppo_no_pi_minus", "ppo_no_vci")
+    tis: tuple[str, ...] | None = None  # None = the profile's models.tis
+    instructpix2pix: str = "timbrooks/instruct-pix2pix"  # 4.1 competitor; 'tiny' = random-init
+    ip2p_steps: int = 25
+    ip2p_guidance: float = 7.5  # diffusers' default text guidance
+    ip2p_image_guidance: float = 1.5  # diffusers' default image guidance
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -158,6 +178,7 @@ class Profile:
     ppo: PPOConfig
     images: ImageConfig
     tiny_lm: TinyLMConfig = field(default_factory=TinyLMConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     template: str = TEMPLATE_T
 
     def section(self, name: str) -> dict[str, Any]:
@@ -282,6 +303,7 @@ SMALL = Profile(
     rl=replace(PAPER_RL, batch_size=32, max_length=192, lr=2e-5, unfreeze_layers=4),
     ppo=PPOConfig(rollouts=32, iterations=20, max_new_tokens=64),
     images=ImageConfig(height=64, width=64, steps=4, guidance=5.0, seeds=(0,)),
+    eval=EvalConfig(n_examples=100, instructpix2pix="tiny", ip2p_steps=4),
 )
 
 TINY = Profile(
@@ -307,6 +329,8 @@ TINY = Profile(
                    weight_decay=1e-6),
     ppo=PPOConfig(rollouts=32, iterations=20, max_new_tokens=48),
     images=ImageConfig(height=32, width=32, steps=2, guidance=5.0, seeds=(0,)),
+    # 32x32 images from random weights: a handful of rows shows the protocol in about a minute.
+    eval=EvalConfig(n_examples=32, instructpix2pix="tiny", ip2p_steps=2),
 )
 
 SECTION_SOURCES = {
@@ -318,6 +342,7 @@ SECTION_SOURCES = {
     "ppo": "appendix A.5; target_kl, kl_horizon, reward_mix_pickscore, reward_clip from BeautifulPrompt; "
     "adm_* from section 3.3",
     "images": "section 4.1 (fixed seeds); SD 1.5 defaults for the paper profile",
+    "eval": "section 4.1 (competitors, test set); diffusers' InstructPix2Pix defaults",
 }
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (TINY, SMALL, PAPER)}
@@ -335,6 +360,7 @@ QUICK_OVERRIDES = {
     "data": {"n_triplets": 4_000, "n_pb_pairs": 4_000, "n_test": 100, "n_reward_labels": 200},
     "pb": {"max_steps": 800},
     "sft": {"max_steps": 600},
+    "eval": {"n_examples": 8},
 }
 
 

@@ -75,7 +75,11 @@ class Stage:
     """One stage: its body ``fn`` (a function, or "module:function", imported when it runs, so
     that listing the pipeline stays fast), the stages it reads, the files it must write, its
     config (a function of the profile), and the data files (globs under the data folder) it
-    reads, whose contents are part of its key."""
+    reads, whose contents are part of its key.
+
+    ``optional`` stages are read when they have finished and never built for it (evaluation
+    takes whichever PPO variants exist); which of them had finished, and with what key, is part
+    of the key, so a variant finishing later makes the stage rerun."""
 
     name: str
     fn: Callable[[StageContext], dict[str, Any] | None] | str
@@ -84,6 +88,7 @@ class Stage:
     config: Callable[[Profile], dict[str, Any]] = field(default=lambda p: {})
     data_files: tuple[str, ...] = ()
     description: str = ""
+    optional: tuple[str, ...] = ()
 
     def body(self) -> Callable[[StageContext], dict[str, Any] | None]:
         if callable(self.fn):
@@ -113,7 +118,7 @@ class Pipeline:
     def __init__(self, stages: Iterable[Stage]):
         self.stages: dict[str, Stage] = {}
         for stage in stages:
-            unknown = [i for i in stage.inputs if i not in self.stages]
+            unknown = [i for i in stage.inputs + stage.optional if i not in self.stages]
             if unknown:
                 raise ValueError(f"stage {stage.name!r} reads {unknown}, which no earlier stage makes")
             self.stages[stage.name] = stage
@@ -123,13 +128,17 @@ class Pipeline:
             raise ValueError(f"unknown stage {name!r}: known stages are {', '.join(self.stages)}")
         return self.stages[name]
 
-    def key(self, name: str, profile: Profile) -> dict[str, Any]:
-        """The stage's config, its data files' hashes and its inputs' keys (an upstream change rebuilds)."""
+    def key(self, name: str, profile: Profile, root: str | os.PathLike | None = None) -> dict[str, Any]:
+        """The stage's config, its data files' hashes and its inputs' keys (an upstream change
+        rebuilds); for optional inputs, the key of each one that has finished, else None."""
         stage = self.get(name)
         key: dict[str, Any] = {
             "config": stage.config(profile),
-            "inputs": {i: _hash(self.key(i, profile)) for i in stage.inputs},
+            "inputs": {i: _hash(self.key(i, profile, root)) for i in stage.inputs},
         }
+        if stage.optional:
+            key["optional"] = {o: _hash(self.key(o, profile, root)) if self.is_done(o, profile, root)
+                               else None for o in stage.optional}
         if stage.data_files:
             key["data_files"] = data_files_hash(stage.data_files)
         return key
@@ -148,7 +157,7 @@ class Pipeline:
         """True when the stage's artifacts exist and were made with the current key."""
         profile = get_profile(profile)
         manifest = self.read_manifest(name, profile, root)
-        return bool(manifest) and manifest.get("key_hash") == _hash(self.key(name, profile))
+        return bool(manifest) and manifest.get("key_hash") == _hash(self.key(name, profile, root))
 
     def run(self, name: str, profile: Profile | str | None = None, root: str | os.PathLike | None = None,
             *, force: bool = False, ensure_inputs: bool = True) -> Path:
@@ -171,7 +180,7 @@ class Pipeline:
             log.info("stage %s (%s) is up to date: %s", name, profile.name, final)
             return final
 
-        key = self.key(name, profile)
+        key = self.key(name, profile, root)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".tmp-{name}-{os.getpid()}-{time.time_ns()}"
         tmp.mkdir()

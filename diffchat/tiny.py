@@ -44,7 +44,11 @@ from diffchat.assets import assets_home, wheel_file
 from diffchat.profiles import TinyLMConfig
 
 if TYPE_CHECKING:
-    from diffusers import StableDiffusionPipeline
+    from diffusers import (
+        StableDiffusionInstructPix2PixPipeline,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +253,23 @@ def build_clip(seed: int = 0) -> tuple[CLIPModel, CLIPProcessor]:
     return model, CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
+def _unet(in_channels: int) -> UNet2DConditionModel:
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=IMAGE_SIZE // 2,
+        in_channels=in_channels,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=CLIP_HIDDEN,
+        attention_head_dim=4,
+        norm_num_groups=8,
+    )
+
+
 def build_sd_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     """Random-init Stable Diffusion (v1 layout) that makes 32x32 images fast on a CPU.
 
@@ -259,23 +280,11 @@ def build_sd_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         AutoencoderKL,
         DDIMScheduler,
         StableDiffusionPipeline,
-        UNet2DConditionModel,
     )
 
     tokenizer = build_clip_tokenizer()
     with _seeded(seed):
-        unet = UNet2DConditionModel(
-            sample_size=IMAGE_SIZE // 2,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(16, 32),
-            layers_per_block=1,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=CLIP_HIDDEN,
-            attention_head_dim=4,
-            norm_num_groups=8,
-        )
+        unet = _unet(in_channels=4)
         vae = AutoencoderKL(
             sample_size=IMAGE_SIZE,
             in_channels=3,
@@ -306,3 +315,17 @@ def build_sd_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         feature_extractor=None,
         requires_safety_checker=False,
     )
+
+
+def build_ip2p_pipeline(seed: int = 0) -> StableDiffusionInstructPix2PixPipeline:
+    """Random-init InstructPix2Pix (section 4.1's competitor) with the tiny SD's parts.
+
+    As in InstructPix2Pix, the UNet reads the noisy latents and the input image's latents
+    side by side: 8 input channels instead of 4.
+    """
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    parts = build_sd_pipeline(seed).components
+    with _seeded(seed + 1):
+        parts["unet"] = _unet(in_channels=8)
+    return StableDiffusionInstructPix2PixPipeline(**parts)

@@ -7,6 +7,7 @@ stated rule (ties share the best rank): e.g. Table 4 (b) PickScore 19.602 vs 19.
 87.314 repeat in every table.
 """
 
+import json
 import math
 
 import pandas as pd
@@ -93,3 +94,110 @@ def test_ties_share_best_rank_and_nan_is_skipped():
     got = average_ranks(table)
     assert got.to_dict() == {"x": 1.5, "y": 1.0, "z": 2.0}
     assert got.name == "Avg. Rank"
+
+
+# ---- the protocol: resuming, tables, bad input ----
+
+ROWS = [
+    {"source_prompt": f"a {animal} in a garden", "instruction": f"make it {when}",
+     "beautified_source_prompt": f"a {animal} in a garden, oil painting, highly detailed",
+     "beautified_target_prompt": f"a {animal} in a garden at {when}, oil painting, highly detailed",
+     "target_prompt": f"a {animal} in a garden at {when}"}
+    for animal, when in (("fox", "night"), ("cat", "dawn"), ("owl", "dusk"))
+]
+
+
+class CountingPipe:
+    """A real diffusers pipeline, counted; raises after ``fail_after`` images (a killed run)."""
+
+    def __init__(self, pipe, counter, fail_after=None):
+        self.pipe, self.counter, self.fail_after = pipe, counter, fail_after
+
+    def __call__(self, **kwargs):
+        n = len(kwargs["prompt"])
+        if self.fail_after is not None and self.counter["images"] + n > self.fail_after:
+            raise RuntimeError("killed midway")
+        self.counter["images"] += n
+        for prompt in kwargs["prompt"]:
+            self.counter["prompts"].append(prompt)
+        return self.pipe(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def parts():
+    from diffchat.competitors import load_instructpix2pix
+    from diffchat.evaluation import load_scorers
+    from diffchat.images import load_tis
+
+    return load_tis("tiny", device="cpu"), load_instructpix2pix("tiny", device="cpu"), load_scorers("tiny")
+
+
+def run_protocol(work, parts, counter, fail_after=None):
+    from diffchat.competitors import METHODS
+    from diffchat.evaluation import Evaluation, ImageSettings
+    from diffchat.images import TISModel
+
+    tis, ip2p, scorers = parts
+    evaluation = Evaluation(work, ROWS, ImageSettings((0, 1), ip2p_steps=2, ip2p_guidance=7.5,
+                                                      ip2p_image_guidance=1.5))
+    append = [f"{r['beautified_source_prompt']}, {r['instruction']}" for r in ROWS]
+    plan = {METHODS["human"]: ("rule", append),
+            METHODS["instructpix2pix"]: ("tiny", [r["beautified_target_prompt"] for r in ROWS])}
+    return evaluation.run({"tiny": TISModel(tis.spec, CountingPipe(tis.pipe, counter, fail_after))},
+                          plan, scorers, CountingPipe(ip2p, counter, fail_after), batch_size=2, progress=False)
+
+
+def test_a_killed_evaluation_resumes_without_drawing_an_image_twice(tmp_path, parts):
+    counter = {"images": 0, "prompts": []}
+    with pytest.raises(RuntimeError, match="killed midway"):
+        run_protocol(tmp_path, parts, counter, fail_after=7)
+    made_before = counter["images"]
+    assert 0 < made_before <= 7
+    records = run_protocol(tmp_path, parts, counter)
+    # 3 rows x 2 seeds: 6 raw images, 6 appended-prompt images, 6 InstructPix2Pix edits.
+    assert counter["images"] == 18, f"{counter['images']} images drawn for 18 distinct ones"
+    keys = [(r["method"], r["example"], r["seed"]) for r in records]
+    assert len(keys) == len(set(keys)) == 12
+    on_disk = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert len(on_disk) == 12
+    assert run_protocol(tmp_path, parts, counter) and counter["images"] == 18, "a finished run draws nothing"
+    ip2p = [r for r in records if r["method"] == "instructpix2pix"]
+    assert all(r["scores"]["ci"] is None for r in ip2p)
+    assert all(set(r["scores"]) == {"pickscore", "aesthetic", "hps", "clip", "dclip", "ci"} for r in records)
+    assert all((tmp_path / r["image"]).is_file() and (tmp_path / r["raw_image"]).is_file() for r in records)
+
+
+def test_tables_rescale_rank_and_export(tmp_path, parts):
+    from diffchat.evaluation import all_tables, export_tables
+
+    records = run_protocol(tmp_path, parts, {"images": 0, "prompts": []})
+    tables = all_tables(records)
+    assert set(tables) == {"table1", "table4_tiny"}
+    t1 = tables["table1"]
+    assert list(t1.columns) == ["PickScore", "Aes. Score", "HPS", "CLIP-S", "D-CLIP-S", "CI Score", "Avg. Rank"]
+    human = [r for r in records if r["method"] == "human"]
+    hps = 100 * sum(r["scores"]["hps"] for r in human) / len(human)
+    assert t1.loc["Human prompt writer (append)", "HPS"] == pytest.approx(hps)
+    assert math.isnan(t1.loc["InstructPix2Pix", "CI Score"])
+    written = export_tables(tables, tmp_path)
+    md = (tmp_path / "table1.md").read_text()
+    assert "| InstructPix2Pix |" in md and " - |" in md and len(written) == 4
+
+
+def test_bad_methods_tis_and_missing_runs_say_what_to_run(tmp_path, capsys):
+    from diffchat.cli import main
+    from diffchat.evaluation import check_request
+    from diffchat.profiles import get_profile
+
+    tiny = get_profile("tiny")
+    with pytest.raises(ValueError, match="unknown method 'gpt5': choose one of teacher, "):
+        check_request(["gpt5"], None, tiny, tmp_path)
+    with pytest.raises(ValueError, match="unknown text-to-image model 'sd99'"):
+        check_request(None, ["sd99"], tiny, tmp_path)
+    with pytest.raises(RuntimeError, match=r"run `diffchat ppo --no-vci --profile tiny`"):
+        check_request(["human", "ppo_no_vci"], None, tiny, tmp_path)
+    for argv, missing in ((["--methods", "sft"], "`diffchat sft --profile tiny`"),
+                          (["--tis", "sd99"], "'sd99'"), (["--methods", "gpt5"], "'gpt5'")):
+        assert main(["eval", "--root", str(tmp_path), *argv]) == 1
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and missing in err, err

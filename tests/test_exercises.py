@@ -62,6 +62,20 @@ def dclip_without_normalising(i0, i1, t0, t1):
     return F.cosine_similarity(i1 - i0, t1 - t0, dim=-1)
 
 
+def ranks_with_ties_averaged(table):
+    """Wrong: ties share the average rank (pandas' default), not the best one."""
+    return table.rank(axis=0, ascending=False).mean(axis=1)
+
+
+def rates_by_side(votes):
+    """Wrong: counts the left image as DiffChat's."""
+    out = {}
+    for o in {v["opponent"] for v in votes}:
+        mine = [v for v in votes if v["opponent"] == o]
+        out[o] = tuple(sum(v["choice"] == c for v in mine) / len(mine) for c in ("left", "tie", "right"))
+    return out
+
+
 CASES = [
     ("01_dataset_collection", "unseen_subjects", exercises.check_unseen_subjects,
      unseen_subjects_of_the_wrong_split),
@@ -70,6 +84,8 @@ CASES = [
     ("04_reward_models", "dclip", exercises.check_dclip, dclip_without_normalising),
     ("05_ppo_adm_vci", "gae", exercises.check_gae, gae_without_padding_mask),
     ("05_ppo_adm_vci", "kl_rewards", exercises.check_kl_penalty, kl_rewards_score_at_the_end),
+    ("06_evaluation", "avg_rank", exercises.check_average_ranks, ranks_with_ties_averaged),
+    ("06_evaluation", "rates", exercises.check_win_rates, rates_by_side),
 ]
 
 

@@ -162,3 +162,23 @@ def test_editing_a_word_list_rebuilds_the_data_stage(tmp_path, monkeypatch):
     assert manifest["key"]["data_files"]["miniworld/colors.txt"]
     assert pipeline.is_done("data", small, root)
     assert first == pipeline.stage_dir("data", small, root)
+
+
+def toy_c(ctx):
+    CALLS.append("c")
+    have = "a" if (ctx.input("toy_a") / "a.txt").is_file() else "-"
+    (ctx.out / "c.txt").write_text(have)
+
+
+def test_optional_input_is_never_built_and_its_arrival_reruns(tmp_path):
+    toy = runner.Pipeline([
+        runner.Stage("toy_a", toy_a, outputs=("a.txt",), config=lambda p: {"value": KNOB["value"]}),
+        runner.Stage("toy_c", toy_c, optional=("toy_a",), outputs=("c.txt",)),
+    ])
+    out = toy.ensure("toy_c", "tiny", tmp_path)
+    assert CALLS == ["c"] and (out / "c.txt").read_text() == "-"
+    toy.ensure("toy_a", "tiny", tmp_path)
+    assert not toy.is_done("toy_c", "tiny", tmp_path), "a finished optional input makes c stale"
+    assert (toy.ensure("toy_c", "tiny", tmp_path) / "c.txt").read_text() == "a"
+    KNOB["value"] = 2
+    assert not toy.is_done("toy_c", "tiny", tmp_path), "so does a stale one going away"
