@@ -8,7 +8,8 @@ fraction of the cost.
 
 Choices that Listing 1 leaves open (one place, used everywhere):
 
-* Words: ``nltk.word_tokenize`` (punkt + NLTK's Treebank tokenizer), tagged with NLTK's
+* Words: ``nltk.word_tokenize`` (punkt + NLTK's Treebank tokenizer; computed by
+  ``_word_tokenize``, which gives the same tokens and caches their parts), tagged with NLTK's
   PTB averaged-perceptron tagger on the original casing (capitals are evidence for NNP),
   then lemmatised lower-cased with WordNetLemmatizer, the PTB tag mapped to a WordNet POS
   (J -> a, V -> v, N -> n, R -> r, anything else -> n, the lemmatizer's own default).
@@ -55,7 +56,6 @@ class _Nltk(NamedTuple):
     tagger: Any  # nltk.tag.perceptron.PerceptronTagger
     lemmatizer: Any  # nltk.stem.WordNetLemmatizer
     wordnet: Any  # nltk.corpus.wordnet
-    word_tokenize: Callable[[str], list[str]]
     sent_tokenize: Callable[[str], list[str]]
 
 
@@ -69,13 +69,13 @@ def _nltk() -> _Nltk:
     from nltk.corpus import wordnet
     from nltk.stem import WordNetLemmatizer
     from nltk.tag.perceptron import PerceptronTagger
-    from nltk.tokenize import sent_tokenize, word_tokenize
+    from nltk.tokenize import sent_tokenize
 
     from diffchat.assets import require_nltk_data
 
     require_nltk_data()
     wordnet.ensure_loaded()
-    return _Nltk(PerceptronTagger(), WordNetLemmatizer(), wordnet, word_tokenize, sent_tokenize)
+    return _Nltk(PerceptronTagger(), WordNetLemmatizer(), wordnet, sent_tokenize)
 
 
 def _tag(tokens: list[str]) -> list[str]:
@@ -119,7 +119,7 @@ def keywords_with_pos(text: str) -> list[tuple[str, str]]:
     order of first occurrence; a lemma takes the POS of its first occurrence. ADM pi-
     replaces a keyword only by one of the same POS (section 3.3)."""
     _check_text(text, "text", allow_blank=True)
-    tokens = _nltk().word_tokenize(text)
+    tokens = _word_tokenize(text)
     keywords: dict[str, str] = {}
     for token, tag in zip(tokens, _tag(tokens)):
         lemma = _lemma(token, tag)
@@ -198,13 +198,20 @@ def ci_score(
     """
     _check_threshold(threshold)
     _check_text(y, "y", allow_blank=True)
-    reference = _Reference(x_o, i, y_o)
-    return reference.score(_lemmas(y), threshold)
+    return _reference(x_o, i, y_o).score(_lemmas(y), threshold)
+
+
+@lru_cache(maxsize=1 << 14)
+def _reference(x_o: str, i: str, y_o: str) -> _Reference:
+    """The reference side of (x_o, i, y_o), built once: PPO scores every rollout of a row
+    against the same triple, and building it (three tagged texts, synonym sets) costs
+    several times scoring y."""
+    return _Reference(x_o, i, y_o)
 
 
 def _lemmas(y: str) -> set[str]:
     """The lemmas of all words of y (Listing 1, lines 23-25)."""
-    tokens = _nltk().word_tokenize(y)
+    tokens = _word_tokenize(y)
     return {_lemma(token, tag) for token, tag in zip(tokens, _tag(tokens))}
 
 
@@ -303,7 +310,7 @@ class PrefixCIScorer:
         self, x_o: str, i: str, y_o: str, threshold: float | None = DEFAULT_THRESHOLD
     ) -> None:
         self.threshold = _check_threshold(threshold)
-        self.reference = _Reference(x_o, i, y_o)
+        self.reference = _reference(x_o, i, y_o)
         self._found: dict[str, object] = {}  # token -> relevant lemma, None or _BY_TAG
         self._by_lemmas: dict[frozenset[str], float] = {}  # relevant lemmas of y -> score
 

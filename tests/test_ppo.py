@@ -28,7 +28,14 @@ from diffchat.ppo import (
 from diffchat.ppo.adapters import position_ids_from_mask
 from diffchat.ppo.adm import KeywordPool, apply_negative_edits
 from diffchat.ppo.hydra import VALUE_HEAD_FILE
-from diffchat.ppo.rollout import Rollout, cut_at_eos, incremental_pieces, pad_right, query_texts
+from diffchat.ppo.rollout import (
+    Rollout,
+    TypicalSampling,
+    cut_at_eos,
+    incremental_pieces,
+    pad_right,
+    query_texts,
+)
 from diffchat.ppo.vci import state_ci, vci_gae
 from diffchat.profiles import PPOConfig, TinyLMConfig, TrainConfig
 from diffchat.tiny import build_regression_model, train_bpe_tokenizer
@@ -255,6 +262,20 @@ def test_pi_minus_removes_or_replaces_a_keyword(tmp_path):
     # rows not chosen (probability 0) are left alone
     same, none = apply_negative_edits(rollout, tokenizer, targets, pool, random.Random(3), 0.0, 0.5)
     assert same is rollout and none == []
+
+
+@pytest.mark.parametrize("scale", [0.01, 1.0, 3.0, 8.0, 15.0])
+def test_typical_sampling_keeps_the_tokens_transformers_keeps(scale):
+    """pi+'s top-k shortcut and its sort fallback (flat rows) keep exactly the typical set."""
+    from transformers.generation.logits_process import TypicalLogitsWarper
+
+    g = torch.Generator().manual_seed(int(scale * 100))
+    scores = torch.randn(16, 4000, generator=g) * scale
+    scores[:4] = scores[4:8] * 3  # peaky and flat rows in one batch
+    expected = TypicalLogitsWarper(0.97)(None, scores.clone())
+    got = TypicalSampling(0.97)(None, scores.clone())
+    assert torch.equal(got.isinf(), expected.isinf())
+    assert torch.equal(got[~got.isinf()], scores[~got.isinf()])
 
 
 def test_query_texts_follow_template_t():

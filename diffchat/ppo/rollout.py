@@ -114,21 +114,57 @@ class Rollout:
         return [ids[: int(m.sum())].tolist() for ids, m in zip(self.response_ids, self.response_mask)]
 
 
+class TypicalSampling:
+    """Locally typical sampling with mass p (Meister et al., 2023): ADM pi+ (eq. 3).
+
+    Keeps the tokens whose surprisal -log p is closest to the entropy H, in that order,
+    until they hold mass p, and masks the rest. The same tokens as transformers'
+    ``TypicalLogitsWarper``, which sorts the whole vocabulary at every step (7 ms for
+    32 x 4,000 on one CPU thread, more than the tiny model's forward pass): here the
+    `k` most typical tokens are found by ``topk``, and only rows whose k tokens hold
+    less than p (a flat distribution, e.g. a random-init model) fall back to a sort.
+    """
+
+    def __init__(self, mass: float, k: int = 64) -> None:
+        if not 0.0 < mass <= 1.0:
+            raise ValueError(f"typical sampling mass must be in (0, 1], got {mass!r}")
+        self.mass, self.k = mass, k
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        logp = scores.float().log_softmax(-1)
+        p = logp.exp()
+        entropy = -(logp * p).nansum(-1, keepdim=True)
+        shifted = (-logp - entropy).abs()
+        k = min(self.k, shifted.shape[-1])
+        cutoff = self._cutoff(*torch.topk(shifted, k, dim=-1, largest=False, sorted=True), p)
+        flat = cutoff.isnan()
+        if flat.any():
+            cutoff[flat] = self._cutoff(*torch.sort(shifted[flat], dim=-1), p[flat])
+        return scores.masked_fill(shifted > cutoff.unsqueeze(-1), float("-inf"))
+
+    def _cutoff(self, ordered: Tensor, index: Tensor, p: Tensor) -> Tensor:
+        """Per row, the largest kept |surprisal - H| (NaN where `ordered` holds < mass)."""
+        cumulative = p.gather(-1, index).cumsum(-1)
+        last = (cumulative < self.mass).sum(-1, keepdim=True)
+        cutoff = ordered.gather(-1, last.clamp(max=ordered.shape[-1] - 1)).squeeze(-1)
+        return cutoff.masked_fill(last.squeeze(-1) >= ordered.shape[-1], float("nan"))
+
+
 @torch.no_grad()
 def sample_rollout(model: Any, tokenizer: Any, rows: Sequence[dict], *, max_length: int,
                    max_new_tokens: int, typical_p: float | None) -> Rollout:
     """Sample one response per row from T(x, i): typical sampling (pi+) or plain (pi+ off)."""
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig, LogitsProcessorList
 
     tokenizer.padding_side = "left"
     device = next(model.parameters()).device
     enc = tokenizer(query_texts(tokenizer, rows, max_length, max_new_tokens), padding=True,
                     add_special_tokens=False, return_tensors="pt").to(device)
     config = GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                              typical_p=typical_p if typical_p is not None else 1.0,
                               max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                               eos_token_id=tokenizer.eos_token_id)
-    out = model.generate(**enc, generation_config=config)
+    warpers = LogitsProcessorList([TypicalSampling(typical_p)] if typical_p is not None else [])
+    out = model.generate(**enc, generation_config=config, logits_processor=warpers)
     responses = [cut_at_eos(r, tokenizer.eos_token_id) for r in out[:, enc["input_ids"].shape[1]:].tolist()]
     empty = torch.empty(0, dtype=torch.long, device=device)
     rollout = Rollout(list(rows), enc["input_ids"], enc["attention_mask"], empty, empty, [], [])
