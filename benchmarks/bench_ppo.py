@@ -24,14 +24,22 @@ The sides differ where the methods differ, and that is what the ratio measures:
   model; kl_estimator k1, missing_eos_penalty=None, num_sample_generations=0, use_cpu.
 
 What is timed: 1 warm-up iteration, then 3 timed ones; setup (model building and loading,
-tokenizer training, the TRL install) is never timed. Ours: the ``seconds`` that
-train_ppo logs for each iteration (wall time of ``_Run.step``: rollout, scoring, passes,
-GAE, update epochs, KL controller). TRL: wall time between consecutive ``on_step_end``
-callbacks (the first from ``on_train_begin``), i.e. one pass of the loop body of
-``PPOTrainer.train`` (generation, forwards, GAE, update epochs, metrics, its gc.collect()).
-The ratios use the median of the 3 timed iterations of each run. Runs are sequential
-(TRL, then ours off, then ours on), so load from other jobs on the machine shows up as
-noise between rows: rerun before trusting a few percent.
+tokenizer training, the TRL install) is never timed. Ours: the ``seconds`` and
+``cpu_seconds`` that train_ppo logs for each iteration (wall and process CPU time of
+``_Run.step``: rollout, scoring, passes, GAE, update epochs, KL controller). TRL: the
+same two clocks between consecutive ``on_step_end`` callbacks (the first from
+``on_train_begin``), i.e. one pass of the loop body of ``PPOTrainer.train`` (generation,
+forwards, GAE, update epochs, metrics, its gc.collect()). The ratios use the median of
+the 3 timed iterations of each run, in CPU seconds: on one thread CPU time is the wall
+time of a quiet machine, and it hardly moves when other jobs share the cores (wall
+times are printed too). Runs are sequential (TRL, then ours off, then ours on).
+
+``--runs DIR`` (recommended) takes the policy, the two reward models and the queries
+from a finished tiny-profile run (``DIR/tiny/sft``, ``DIR/tiny/rewards``, InstructPE
+train rows): a trained policy is peaked and writes real prompts, which is what ADM and
+VCI cost in a real run. Without it, both sides use a random-init policy, whose flat
+distributions and gibberish responses are the worst case for typical sampling (every
+row falls back to a full sort) and for the prefix CI cache.
 
 Caveat for ADM: the policy is random-init, so its responses hardly ever contain the
 reference target's keywords and pi- (which removes or replaces such a keyword in ~4% of
@@ -47,7 +55,7 @@ says so and prints our own timings alone.
 
 Run (one CPU thread, about 1.5 minutes after the one-off install):
 
-    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/bench_ppo.py [--parts]
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/bench_ppo.py [--runs runs] [--parts]
 """
 
 from __future__ import annotations
@@ -119,6 +127,31 @@ def build_models(root: Path) -> dict:
             "vocab": len(tokenizer), "query_tokens": [min(map(len, queries)), max(map(len, queries))]}
 
 
+def spec_from_runs(runs: Path) -> dict:
+    """The same spec as build_models, from a finished tiny run's SFT model, RMs and rows."""
+    from diffchat.data.collect import read_instructpe
+    from diffchat.loading import load_tokenizer
+    from diffchat.ppo.rollout import query_texts
+    from diffchat.profiles import get_profile
+
+    folder = runs / "tiny"
+    needed = [folder / "sft" / "config.json", folder / "rewards" / "rm_aesthetic",
+              folder / "rewards" / "rm_pickscore", folder / "instructpe" / "InstructPE_train.json"]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise SystemExit(f"--runs {runs}: not a finished tiny run (missing {', '.join(missing)}); "
+                         f"build one with `diffchat run rewards` and `diffchat run sft`")
+    tokenizer = load_tokenizer(folder / "sft")
+    rows = read_instructpe(folder / "instructpe", "train")[:BATCH]
+    max_length = get_profile("tiny").rl.max_length
+    queries = [tokenizer(q, add_special_tokens=False)["input_ids"]
+               for q in query_texts(tokenizer, rows, max_length, RESPONSE_LENGTH)]
+    aesthetic, pickscore = (str(folder / "rewards" / f"rm_{t}") for t in ("aesthetic", "pickscore"))
+    return {"sft": str(folder / "sft"), "reward": aesthetic, "value": pickscore, "aesthetic": aesthetic,
+            "pickscore": pickscore, "rows": rows, "queries": queries, "vocab": len(tokenizer),
+            "query_tokens": [min(map(len, queries)), max(map(len, queries))]}
+
+
 # ---- ours -----------------------------------------------------------------------------------
 
 
@@ -156,8 +189,8 @@ def install_trl() -> str | None:
     return None
 
 
-def time_trl(spec_file: Path, result_file: Path) -> tuple[list[float] | None, str]:
-    """Run the TRL worker in a subprocess; (seconds per iteration or None, message)."""
+def time_trl(spec_file: Path, result_file: Path) -> tuple[dict[str, list[float]] | None, str]:
+    """Run the TRL worker in a subprocess; ({"seconds", "cpu_seconds"} per iteration or None, message)."""
     why = install_trl()
     if why:
         return None, why
@@ -171,7 +204,8 @@ def time_trl(spec_file: Path, result_file: Path) -> tuple[list[float] | None, st
         tail = (done.stdout + done.stderr).strip()[-3000:]
         return None, f"the TRL 1.12 run failed (exit {done.returncode}):\n{tail}"
     result = json.loads(result_file.read_text())
-    return result["seconds"], f"trl {result['trl']} from {result['trl_path']}"
+    return ({k: result[k] for k in ("seconds", "cpu_seconds")},
+            f"trl {result['trl']} from {result['trl_path']}")
 
 
 def trl_worker(spec_file: Path, result_file: Path) -> None:
@@ -196,12 +230,14 @@ def trl_worker(spec_file: Path, result_file: Path) -> None:
     class Clock(TrainerCallback):
         def __init__(self) -> None:
             self.marks: list[float] = []
+            self.cpu_marks: list[float] = []
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.marks = [time.perf_counter()]
+            self.marks, self.cpu_marks = [time.perf_counter()], [time.process_time()]
 
         def on_step_end(self, args, state, control, **kwargs):
             self.marks.append(time.perf_counter())
+            self.cpu_marks.append(time.process_time())
 
     torch.manual_seed(SEED)
     tokenizer = AutoTokenizer.from_pretrained(spec["sft"], padding_side="left")
@@ -225,7 +261,8 @@ def trl_worker(spec_file: Path, result_file: Path) -> None:
                              callbacks=[clock])
         trainer.train()
     seconds = [b - a for a, b in zip(clock.marks, clock.marks[1:])]
-    result_file.write_text(json.dumps({"seconds": seconds, "trl": trl.__version__,
+    cpu_seconds = [b - a for a, b in zip(clock.cpu_marks, clock.cpu_marks[1:])]
+    result_file.write_text(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "trl": trl.__version__,
                                        "trl_path": str(Path(trl.__file__).parent)}))
 
 
@@ -239,7 +276,7 @@ def _row(name: str, seconds: list[float], edits: str = "") -> str:
             f" {statistics.mean(timed):6.2f} {edits:>9}")
 
 
-def main(parts: bool) -> None:
+def main(parts: bool, runs: Path | None) -> None:
     _one_thread()
     import torch
     import transformers
@@ -251,53 +288,63 @@ def main(parts: bool) -> None:
           f"{torch.get_num_threads()} thread(s)")
     print(f"batch {BATCH}, response <= {RESPONSE_LENGTH} tokens, {EPOCHS} PPO epochs, 1 mini-batch, "
           f"{WARMUP} warm-up + {TIMED} timed iterations")
-    runs = {"ours, ADM+VCI off": (False, False, False), "ours, ADM+VCI on": (True, True, True)}
+    runs_table = {"ours, ADM+VCI off": (False, False, False), "ours, ADM+VCI on": (True, True, True)}
     if parts:
-        runs |= {"ours, pi+ only": (True, False, False), "ours, pi- only": (False, True, False),
-                 "ours, VCI only": (False, False, True)}
+        runs_table |= {"ours, pi+ only": (True, False, False), "ours, pi- only": (False, True, False),
+                       "ours, VCI only": (False, False, True)}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        spec = build_models(root)
+        spec = spec_from_runs(runs) if runs else build_models(root)
         spec_file = root / "spec.json"
         spec_file.write_text(json.dumps(spec))
-        print(f"tiny BLOOM policy: vocab {spec['vocab']}, queries {spec['query_tokens'][0]}-"
+        policy = f"trained tiny SFT model from {runs}" if runs else "random-init tiny BLOOM"
+        print(f"policy: {policy}, vocab {spec['vocab']}, queries {spec['query_tokens'][0]}-"
               f"{spec['query_tokens'][1]} tokens")
 
-        trl_seconds, trl_note = time_trl(spec_file, root / "trl_result.json")
+        trl_times, trl_note = time_trl(spec_file, root / "trl_result.json")
         ours = {name: time_ours(spec, root / f"ours{n}", *switches)
-                for n, (name, switches) in enumerate(runs.items())}
+                for n, (name, switches) in enumerate(runs_table.items())}
 
-    print()
     timed_head = " ".join(f"{'it' + str(WARMUP + k + 1):>6}" for k in range(TIMED))
-    print(f"{'seconds per iteration':<26} {'warm-up':>8}   {timed_head}   {'median':>6} {'mean':>6}"
-          f" {'pi- edits':>9}")
-    for name, entries in ours.items():
-        print(_row(name, [e["seconds"] for e in entries], str(sum(e["pi_minus_edits"] for e in entries))))
-    if trl_seconds is not None:
-        print(_row("TRL 1.12 PPOTrainer", trl_seconds))
+    medians: dict[str, dict[str, float]] = {}
+    for clock in ("cpu_seconds", "seconds"):
+        print(f"\n{clock.replace('_', ' ') + ' per iteration':<26} {'warm-up':>8}   {timed_head}   "
+              f"{'median':>6} {'mean':>6} {'pi- edits':>9}")
+        for name, entries in ours.items():
+            print(_row(name, [e[clock] for e in entries], str(sum(e["pi_minus_edits"] for e in entries))))
+        if trl_times is not None:
+            print(_row("TRL 1.12 PPOTrainer", trl_times[clock]))
+        medians[clock] = {name: statistics.median(e[clock] for e in entries[WARMUP:])
+                          for name, entries in ours.items()}
+        if trl_times is not None:
+            medians[clock]["trl"] = statistics.median(trl_times[clock][WARMUP:])
     mean_length = statistics.mean(e["response_length"] for e in ours["ours, ADM+VCI off"])
     print(f"(our mean response length: {mean_length:.1f} tokens; pi- edits: all iterations)")
     print()
-    median = {name: statistics.median(e["seconds"] for e in entries[WARMUP:]) for name, entries in ours.items()}
-    off, on = median["ours, ADM+VCI off"], median["ours, ADM+VCI on"]
-    if trl_seconds is not None:
-        print(f"TRL side: {trl_note}")
-        print(f"ours/trl = {off / statistics.median(trl_seconds[WARMUP:]):.2f}x")
-    else:
+    if trl_times is None:
         print(f"TRL 1.12 could not be run, so there is no ours/trl ratio: {trl_note}")
-    print(f"adm+vci on/off = {on / off:.2f}x")
-    for name in list(runs)[2:]:
-        print(f"{name.removeprefix('ours, ')} / off = {median[name] / off:.2f}x")
+    else:
+        print(f"TRL side: {trl_note}")
+    for clock, label in (("cpu_seconds", "CPU"), ("seconds", "wall")):
+        median = medians[clock]
+        off = median["ours, ADM+VCI off"]
+        line = [f"adm+vci on/off = {median['ours, ADM+VCI on'] / off:.2f}x"]
+        if "trl" in median:
+            line.insert(0, f"ours/trl = {off / median['trl']:.2f}x")
+        line += [f"{name.removeprefix('ours, ')} / off = {median[name] / off:.2f}x" for name in list(runs_table)[2:]]
+        print(f"{label:>4}: " + ", ".join(line))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--parts", action="store_true",
                         help="also time pi+, pi- and VCI one at a time (three more runs of ours)")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="a runs folder holding a finished tiny run: take its SFT policy, RMs and rows")
     parser.add_argument("--trl-worker", nargs=2, type=Path, metavar=("SPEC", "RESULT"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.trl_worker:
         trl_worker(*args.trl_worker)
     else:
-        main(args.parts)
+        main(args.parts, args.runs)

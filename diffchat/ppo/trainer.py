@@ -211,7 +211,7 @@ class _Run:
 
     def step(self) -> dict[str, Any]:
         """One PPO iteration; returns its log entry."""
-        start = time.time()
+        start, cpu_start = time.time(), time.process_time()
         rollout, edits, scores, terms = self.rollout()
         old = self.evaluate(rollout)
         adv, returns, kl = self.advantages(rollout, old, scores)
@@ -223,7 +223,8 @@ class _Run:
         self.kl_ctl.update(seq_kl, n_steps=len(mask))
         entry.update(kl=seq_kl, value_error=float(masked_mean((old["values"] - returns) ** 2, mask)),
                      response_length=float(mask.sum(1).mean()), pi_minus_edits=len(edits),
-                     lr=self.scheduler.get_last_lr()[0], seconds=time.time() - start)
+                     lr=self.scheduler.get_last_lr()[0], seconds=time.time() - start,
+                     cpu_seconds=time.process_time() - cpu_start)
         self.iteration += 1
         self.history.append(entry)
         return entry
