@@ -38,6 +38,13 @@ STAND_INS = PAPER.with_overrides(
 )
 
 
+# Where the stand-in errs, so that every step of the funnel has something to drop: one
+# request gets no usable answer, one edit is not carried out (the quality filter's CI score
+# catches it); the fixture also holds a French row and an NSFW row for the other two filters.
+SILENT = "make it melt"
+UNDONE = "make it a spaceship"
+
+
 def chatgpt_stand_in():
     """A teacher that knows the data: for T_A the raw target y_o, for T_B the raw input x_o,
     each with prompt tags, looked up by the request's instruction."""
@@ -45,9 +52,11 @@ def chatgpt_stand_in():
 
     def answer(messages: list[dict]) -> str:
         content = messages[-1]["content"]
-        row = rows[re.search(r"^Instruction: (.*)$", content, re.M).group(1)]
-        side = "input" if "Modified prompt:" in content else "output"
-        return f'Output: "{row[side]}{TAGS}"'
+        instruction = re.search(r"^Instruction: (.*)$", content, re.M).group(1)
+        if instruction == SILENT:
+            return ""
+        side = "input" if "Modified prompt:" in content or instruction == UNDONE else "output"
+        return f'Output: "{rows[instruction][side]}{TAGS}"'
 
     return answer
 
@@ -82,19 +91,26 @@ def test_the_paper_profile_runs_from_real_files_to_sft_and_reward_models(dry_run
     data = manifest(root, "data")
     assert data["key"]["config"]["source"] == "instructpix2pix"
     assert data["key"]["config"]["files"]["triplets"][0] == str(TRIPLETS.resolve())
-    assert data["summary"] == {"train": 24, "test_seen": 8, "pb_train": 26, "pb_test": 2}
+    assert data["summary"] == {"train": 25, "test_seen": 8, "pb_train": 26, "pb_test": 2}
 
 
 def test_instructpe_asks_the_openai_compatible_teacher_and_filters(dry_run):
     root, server, _ = dry_run
     ipe = manifest(root, "instructpe")
     assert ipe["key"]["config"]["teacher"] == "openai"
-    assert ipe["summary"]["teacher_calls"] == len(server.requests) == 32
+    assert ipe["summary"]["teacher_calls"] == len(server.requests) == 33
     assert {r["body"]["model"] for r in server.requests} == {"chatgpt-stand-in"}
-    funnel = json.loads((root / "paper" / "instructpe" / "funnel.json").read_text())
-    steps = [s["step"].split(" (")[0] for s in funnel["train"]]
-    assert steps == ["raw triplets", "teacher answered", "English", "not NSFW", "quality"]
-    assert ipe["summary"]["rows"]["train"] >= 8
+    funnels = json.loads((root / "paper" / "instructpe" / "funnel.json").read_text())
+    dropped: dict[str, int] = {}
+    for steps in funnels.values():
+        assert [s["step"].split(" (")[0] for s in steps] == [
+            "raw triplets", "teacher answered", "English", "not NSFW", "quality"]
+        for step in steps[1:]:
+            name = step["step"].split(" (")[0]
+            dropped[name] = dropped.get(name, 0) + sum(step["dropped"].values())
+    # one row each: no answer, French, 'nude', the edit not carried out
+    assert dropped == {"teacher answered": 1, "English": 1, "not NSFW": 1, "quality": 1}
+    assert sum(ipe["summary"]["rows"].values()) == 33 - 4
 
 
 def test_real_rows_get_the_metrics_they_can_and_say_what_is_skipped(dry_run):
