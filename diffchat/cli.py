@@ -60,9 +60,12 @@ def _cmd_status(args: argparse.Namespace) -> None:
 
 def _cmd_setup(args: argparse.Namespace) -> None:
     from diffchat.assets import ensure_nltk_data, nltk_data_status
+    from diffchat.tiny import build_clip_tokenizer
 
     ensure_nltk_data()
     print(json.dumps(nltk_data_status(), indent=2))
+    clip = build_clip_tokenizer(fetch=True)
+    print(f"CLIP tokenizer (tiny image models): {len(clip)} tokens")
     if args.small_model:
         from diffchat.loading import smollm2_offline_path
 
@@ -119,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print as JSON")
     COMMANDS["profile"] = _cmd_profile
 
-    p = sub.add_parser("setup", help="resolve NLTK data (WordNet, tagger, punkt), offline if needed")
+    p = sub.add_parser("setup", help="resolve NLTK data (WordNet, tagger, punkt), offline if needed, "
+                                     "and the CLIP tokenizer of the tiny image models")
     p.add_argument("--small-model", action="store_true",
                    help="also build the offline SmolLM2-135M-Instruct copy (small profile)")
     COMMANDS["setup"] = _cmd_setup

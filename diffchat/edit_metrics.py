@@ -1,7 +1,8 @@
 """Held-out evaluation of rewrites (section 4): did the edit happen, and nothing else break?
 
 Mini-world test rows carry their edit's metadata (kind, keywords added, keywords
-removed), so an edit can be checked directly:
+removed), so an edit can be checked directly (real rows lack it: for them only exact
+match, loops and CI are reported, and the results say what was skipped):
 
 - edit accuracy: every added keyword is in the output and no removed one is;
 - strict: the edit is correct AND every word of the reference is in the output, so that
@@ -82,35 +83,64 @@ def baseline_outputs(rows: Sequence[dict], kind: str, source_field: str = "beaut
     raise ValueError(f"unknown baseline {kind!r}: use 'unchanged' or 'append'")
 
 
+EDIT_METADATA = ("kind", "added", "removed")
+# What rows without edit metadata (InstructPix2Pix's real data) cannot be scored on.
+NO_METADATA = ("edit and strict need the edit's metadata (kind, added, removed), which real "
+               "rows lack: reported are exact match, loops and CI")
+
+
+def has_edit_metadata(rows: Sequence[dict]) -> bool:
+    """True when every row carries ``kind``, ``added`` and ``removed`` (mini-world rows), False
+    when none does (real rows); a split that mixes the two, or a row with only some of the
+    three fields, is a ValueError naming the row."""
+    present = [[k in row and row[k] is not None for k in EDIT_METADATA] for row in rows]
+    for n, flags in enumerate(present):
+        if any(flags) and not all(flags):
+            missing = next(k for k, f in zip(EDIT_METADATA, flags) if not f)
+            raise ValueError(f"evaluation row {n}: field {missing!r} is missing")
+    with_meta = [all(flags) for flags in present]
+    if any(with_meta) and not all(with_meta):
+        first = with_meta.index(not with_meta[0])
+        raise ValueError(f"evaluation rows mix mini-world rows (with kind, added, removed) and "
+                         f"rows without them (row {first} differs from row 0)")
+    return bool(with_meta) and with_meta[0]
+
+
 def evaluate_rewrites(rows: Sequence[dict], outputs: Sequence[str], *,
                       reference_field: str = "beautified_target_prompt") -> dict:
-    """Metrics over all rows and per edit kind. Rows need instruction, the reference, the raw
-    source/target prompts (for CI) and the edit metadata ``kind``, ``added``, ``removed``."""
+    """Metrics over all rows and per edit kind. Rows need instruction, the reference and the raw
+    source/target prompts (for CI). With the edit metadata ``kind``, ``added``, ``removed``
+    (mini-world rows) edit accuracy and strict are scored too; without it (real rows) they are
+    left out, ``skipped`` says so, and there is no per-kind breakdown."""
     from diffchat.integrity import ci_score
 
     if len(rows) != len(outputs):
         raise ValueError(f"{len(rows)} rows but {len(outputs)} outputs")
+    scored = has_edit_metadata(rows)
     per: dict[str, list[dict]] = defaultdict(list)
     for n, (row, out) in enumerate(zip(rows, outputs)):
-        for key in ("instruction", reference_field, "kind", "added", "removed"):
+        for key in ("instruction", reference_field):
             if key not in row:
                 raise ValueError(f"evaluation row {n}: field {key!r} is missing")
         ref = row[reference_field]
-        edit = edit_correct(out, row["added"], row["removed"])
-        ref_forms = words(ref)
-        out_forms = word_forms(out)
-        strict = edit and all(w in out_forms or _forms(w) & out_forms for w in ref_forms)
         ci = ci_score(row.get("source_prompt", ""), row["instruction"],
                       row.get("target_prompt") or ref, out, threshold=None)
-        per[row["kind"]].append({"edit": edit, "strict": strict, "exact": normalise(out) == normalise(ref),
-                                 "loop": has_loop(out), "ci": 100 * ci})
+        item = {"exact": normalise(out) == normalise(ref), "loop": has_loop(out), "ci": 100 * ci}
+        if scored:
+            edit = edit_correct(out, row["added"], row["removed"])
+            out_forms = word_forms(out)
+            item["edit"] = edit
+            item["strict"] = edit and all(w in out_forms or _forms(w) & out_forms for w in words(ref))
+        per[row["kind"] if scored else "all"].append(item)
+    if not scored:
+        return {"all": {**_mean(per["all"]), "skipped": NO_METADATA}}
     return {"all": _mean(sum(per.values(), [])), **{k: _mean(v) for k, v in sorted(per.items())}}
 
 
 def _mean(items: list[dict]) -> dict:
     if not items:
         return {"n": 0}
-    keys = ("edit", "strict", "exact", "loop", "ci")
+    keys = [k for k in ("edit", "strict", "exact", "loop", "ci") if k in items[0]]
     return {"n": len(items), **{k: round(sum(float(i[k]) for i in items) / len(items), 4) for k in keys}}
 
 

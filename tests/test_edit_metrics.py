@@ -56,6 +56,18 @@ def test_strict_and_exact_separate_degenerate_outputs():
     assert "| add | 1 | 1.000 |" in table
 
 
-def test_missing_metadata_is_named():
+def test_partial_or_mixed_metadata_is_named():
     with pytest.raises(ValueError, match="row 0: field 'kind'"):
-        evaluate_rewrites([{k: v for k, v in ROW.items() if k != "kind"}], ["x"])
+        evaluate_rewrites([{**ROW, "kind": None}], ["x"])
+    real = {k: v for k, v in ROW.items() if k not in ("kind", "added", "removed")}
+    with pytest.raises(ValueError, match=r"mix mini-world rows .* \(row 1 differs from row 0\)"):
+        evaluate_rewrites([ROW, real], ["x", "x"])
+
+
+def test_real_rows_score_exact_loops_and_ci_and_say_what_is_skipped():
+    real = {k: v for k, v in ROW.items() if k not in ("kind", "added", "removed")}
+    res = evaluate_rewrites([real, real], [ROW["beautified_target_prompt"], "a dog dog"])
+    assert set(res) == {"all"}
+    assert {k: res["all"][k] for k in ("n", "exact", "loop", "ci")} == {"n": 2, "exact": 0.5, "loop": 0.5, "ci": 50.0}
+    assert "edit" not in res["all"] and "kind, added, removed" in res["all"]["skipped"]
+    assert "| all | 2 | nan |" in metrics_table({"m": res})

@@ -95,3 +95,21 @@ def test_image_grid_places_row_by_row():
     assert grid.getpixel((4, 3)) == (255, 255, 255)  # empty cell
     with pytest.raises(ValueError, match="do not fit"):
         image_grid(images, rows=1, cols=2)
+
+
+def test_pipelines_load_only_safetensors_weights(tiny_tis, tmp_path):
+    """A diffusers folder whose weights are pickles (.bin) is refused, not unpickled."""
+    import torch
+
+    from diffchat.images import TISSpec, _load_pipeline
+
+    for name, safe in (("safe", True), ("pickled", False)):
+        tiny_tis.pipe.save_pretrained(tmp_path / name, safe_serialization=safe)
+    spec = TISSpec("local", str(tmp_path / "safe"), "StableDiffusionPipeline", 32, scheduler=None)
+    assert _load_pipeline(spec, torch.float32).unet.config.sample_size == tiny_tis.pipe.unet.config.sample_size
+    # (transformers 5 writes the text encoder as safetensors whatever it is asked)
+    assert sorted(f.name for f in (tmp_path / "pickled" / "unet").iterdir()) == [
+        "config.json", "diffusion_pytorch_model.bin"]
+    pickled = TISSpec("local", str(tmp_path / "pickled"), "StableDiffusionPipeline", 32, scheduler=None)
+    with pytest.raises((OSError, ValueError), match="safetensors"):
+        _load_pipeline(pickled, torch.float32)

@@ -183,3 +183,28 @@ def test_non_utf8_file_is_named(tmp_path):
     path.write_bytes('{"simplified": "caf\u00e9", "prompt": "x"}\n'.encode("latin-1"))
     with pytest.raises(DataFormatError, match=r"latin1\.jsonl: not UTF-8"):
         load_pb_pairs(path)
+
+
+def test_hold_out_keeps_both_splits_non_empty():
+    from diffchat.data.collect import hold_out
+
+    rows = list(range(30))
+    assert hold_out(rows, n_train=10, n_test=5, what="f") == (list(range(5, 15)), list(range(5)))
+    # no more rows than the test split asks for: a tenth is held out, the rest trains
+    assert hold_out(rows, n_train=5000, n_test=1000, what="f") == (list(range(3, 30)), [0, 1, 2])
+    assert hold_out([0, 1], n_train=5000, n_test=1000, what="f") == ([1], [0])
+    with pytest.raises(ValueError, match="pairs.jsonl: 1 row"):
+        hold_out([0], n_train=5, n_test=5, what="pairs.jsonl")
+
+
+def test_paper_data_stage_names_a_missing_file(tmp_path, monkeypatch):
+    from diffchat import pipeline
+    from diffchat.profiles import PAPER
+
+    monkeypatch.setenv("DIFFCHAT_IP2P_JSONL", str(tmp_path / "absent.jsonl"))
+    monkeypatch.setenv("DIFFCHAT_PB_PAIRS", str(FIXTURES / "pb_pairs_sample.jsonl"))
+    with pytest.raises(FileNotFoundError, match=r"\$DIFFCHAT_IP2P_JSONL names .*absent.jsonl"):
+        pipeline.run("data", PAPER, tmp_path / "runs")
+    monkeypatch.delenv("DIFFCHAT_IP2P_JSONL")
+    with pytest.raises(RuntimeError, match="set DIFFCHAT_IP2P_JSONL"):
+        pipeline.run("data", PAPER, tmp_path / "runs")

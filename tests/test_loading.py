@@ -68,6 +68,20 @@ def test_offline_hub_id_error_is_clear_and_fast():
         loading.resolve_model("org/scorer", filename="x.pth")
 
 
+def test_smollm2_without_its_offline_copy_names_setup_and_runs_no_pip(tmp_path, monkeypatch):
+    import subprocess
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a library call ran {args}")
+
+    monkeypatch.setenv("DIFFCHAT_HOME", str(tmp_path))  # no offline copy built here
+    monkeypatch.setattr(subprocess, "run", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    with pytest.raises(loading.HubUnavailableError,
+                       match="offline copy is not built: run `diffchat setup --small-model`"):
+        loading.resolve_model(loading.SMOLLM2_ID)
+
+
 def test_hub_id_in_the_hf_cache_resolves_offline(tmp_path, monkeypatch):
     from huggingface_hub import constants
 

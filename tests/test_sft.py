@@ -10,7 +10,7 @@ from diffchat.cli import main
 from diffchat.data import miniworld
 from diffchat.loading import tiny_base
 from diffchat.model import DiffChat
-from diffchat.pb import PB_TEMPLATE, PBModel, evaluate_pb, mentions_any_tag, pb_rows
+from diffchat.pb import PB_TEMPLATE, PBModel, evaluate_pb, mentions_any_tag, pb_rows, source_tags
 from diffchat.profiles import TEMPLATE_T, TinyLMConfig, TrainConfig
 from diffchat.sft import sft_rows, train_completion_model
 
@@ -56,6 +56,14 @@ def test_pb_rows_and_tags():
     assert not mentions_any_tag("a cat, highly", ["highly detailed"])
     metrics = evaluate_pb(["a black cat"], ["a black cat, highly detailed"], ["highly detailed"])
     assert metrics == {"n": 1, "keep_ci": 1.0, "tagged": 1.0, "input_tagged": 0.0}
+
+
+def test_source_tags_are_the_recurring_phrases_after_the_description():
+    pairs = [{"simplified": "s", "prompt": p} for p in (
+        "a cat, highly detailed, 8k", "a dog, highly detailed, artstation, a very long phrase of many words",
+        "a red fox in the snow, 8k, highly detailed", "a cat")]
+    assert source_tags(pairs) == ["highly detailed", "8k"]
+    assert source_tags(pairs[:1]) == []  # nothing recurs
 
 
 def test_training_saves_a_model_and_its_loss_curve(trained):
@@ -112,6 +120,14 @@ def test_long_input_is_cut_by_the_documented_rule(trained):
     assert text.endswith("Modification: make it night\nOutput:")
     assert model._n_tokens(text) <= 96 - 8
     model.rewrite(long_prompt, "make it night", max_new_tokens=8)
+
+
+def test_prompts_that_fill_max_length_are_a_clear_error(base, tmp_path):
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="every one of the 4 prompts takes max_length=8 tokens"):
+        train_completion_model(sft_rows(_rows(4)), base, tmp_path, replace(QUICK, max_length=8),
+                               log=lambda s: None)
 
 
 def test_lora_training_merges_into_a_plain_model(base, tmp_path):

@@ -9,18 +9,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from chat_server import ChatServer, prompt_of
 
 from diffchat.data.teachers import (
     FAILURES_FILE,
@@ -44,64 +42,15 @@ KEY = "sk-test-secret-0123456789"
 
 
 # --------------------------------------------------------------------------------------
-# A chat-completions server on loopback
+# The chat-completions server on loopback (tests/chat_server.py)
 # --------------------------------------------------------------------------------------
-
-
-class ChatServer:
-    """Scripted chat-completions endpoint; records every request it gets."""
-
-    def __init__(self) -> None:
-        self.script: list[tuple[int, dict | str, dict[str, str]]] = []  # popped per request
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.requests.append(
-                        {"path": self.path, "headers": self.headers, "body": body}
-                    )
-                    step = server.script.pop(0) if server.script else None
-                status, payload, headers = step or (200, server.echo(body), {})
-                data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-
-    @staticmethod
-    def echo(body: dict) -> dict:
-        """Answer like a chatty model: the request's prompt, with a label and quotes."""
-        content = f'Output: "{prompt_of(body["messages"])}"'
-        return {"choices": [{"message": {"role": "assistant", "content": content}}]}
-
-
-def prompt_of(messages: list[dict]) -> str:
-    """The prompt (x, y or the one to summarise) in the last user message."""
-    return re.search(r"^(?:Modified p|P)rompt: (.*)$", messages[-1]["content"], re.M).group(1)
 
 
 @pytest.fixture
 def server(monkeypatch):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    srv = ChatServer()
-    srv.thread.start()
-    yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
+    with ChatServer() as srv:
+        yield srv
 
 
 def fast(srv: ChatServer, **kw) -> OpenAITeacher:

