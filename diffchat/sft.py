@@ -144,7 +144,7 @@ def train_completion_model(
         "steps": trainer.state.global_step,
         "seconds": round(seconds, 1),
         "rows": len(rows),
-        "tokens_per_step_max": cfg.batch_size * cfg.grad_accum * cfg.max_length,
+        "tokens_per_step_max": cfg.tokens_per_step(),
         "loss": history,
         "lora": cfg.lora,
     }
