@@ -110,6 +110,21 @@ def _call_all(fn: Callable, cases: list) -> tuple[list, Verdict | None]:
         return [], Verdict(False, f"your function raised {type(err).__name__}: {err}")
 
 
+def check_tokens_per_step(fn: Callable) -> Verdict:
+    """Exercise 00.3: ``fn(cfg) -> int``: the most tokens one optimiser step of a training phase
+    sees (``TrainConfig``: batch size x gradient accumulation x max length)."""
+    from dataclasses import replace
+
+    from diffchat.profiles import get_profile
+
+    cases = [(getattr(get_profile(name), phase),) for name in ("tiny", "paper") for phase in ("sft", "rm", "rl")]
+    cases.append((replace(cases[0][0], grad_accum=4),))
+    got, error = _call_all(fn, cases)
+    return _verdict(error if error is not None else
+                    _first_difference(cases, got, [cfg.tokens_per_step() for (cfg,) in cases]),
+                    "tokens per step match on all cases")
+
+
 def check_unseen_subjects(fn: Callable) -> Verdict:
     """Exercise 01.1: ``fn(train_rows, test_rows) -> set`` of the test rows' subjects that no
     training row has (the mini-world's held-out subjects)."""

@@ -22,12 +22,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffchat.data.miniworld import SPLITS
 from diffchat.jsonl import JsonlLog
 from diffchat.profiles import data_dir
 from diffchat.runner import StageContext, write_json
+
+if TYPE_CHECKING:
+    from diffchat.data.teachers import Request
 
 META_FIELDS = ("kind", "added", "removed", "subject")
 
@@ -66,6 +69,26 @@ class Funnel:
                 + (": the split is empty" if kept == 0 else ""))
 
 
+def funnel_side_by_side(funnels: dict[str, list[dict[str, Any]]]) -> str:
+    """One markdown table of the rows each step kept, a column per split (the instructpe
+    stage's ``funnel.json``), so the test splits' losses read beside training's."""
+    splits = list(funnels)
+    if not splits:
+        raise ValueError("no funnels to show: funnel.json holds no split")
+    n_steps = {len(steps) for steps in funnels.values()}
+    if len(n_steps) != 1:
+        raise ValueError(f"the splits' funnels have different steps: {({s: len(f) for s, f in funnels.items()})}")
+    lines = ["| step | " + " | ".join(splits) + " |", "|---|" + "---|" * len(splits)]
+    for k, step in enumerate(funnels[splits[0]]):
+        name = re.sub(r" \(.*\)$", "", step["step"])
+        cells = []
+        for split in splits:
+            kept, first = funnels[split][k]["kept"], funnels[split][0]["kept"]
+            cells.append(f"{kept} ({100 * kept / first:.0f}%)" if first else str(kept))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def beautify_cached(texts: Sequence[str], beautify: Callable[[list[str]], list[str]],
                     cache_path: Path, chunk: int = 512, progress: bool = True) -> dict[str, str]:
     """PB outputs for the unique texts, computed chunk by chunk and cached as they finish."""
@@ -90,6 +113,35 @@ def keyword_retention(raw: str, beautified: str) -> float:
     if not raw_kw:
         return 1.0
     return len(raw_kw & set(extract_keywords(beautified))) / len(raw_kw)
+
+
+@dataclass(frozen=True)
+class TemplateChoice:
+    """Fig. 2's decision for one triplet: how much of its keywords each beautified side kept,
+    and which side the teacher is asked to write."""
+
+    keep_x: float  # keyword_retention(x_o, x')
+    keep_y: float  # keyword_retention(y_o, y')
+    template: str  # "T_A": trust x', write y; "T_B": trust y', write x
+    known: str  # the trusted beautified side
+    instruction: str = ""
+
+    @property
+    def request(self) -> Request:
+        """The teacher request this choice makes (Fig. 10 (b) for T_A, (a) for T_B)."""
+        from diffchat.data.teachers import Request
+
+        return Request("write_target" if self.template == "T_A" else "write_source", self.known,
+                       self.instruction)
+
+
+def choose_template(x_o: str, y_o: str, x_b: str, y_b: str, instruction: str = "") -> TemplateChoice:
+    """Trust the beautified side that kept the larger share of its raw keywords: T_B (write x
+    from y') when y' kept more, else T_A (write y from x'); a tie goes to T_A."""
+    keep_x, keep_y = keyword_retention(x_o, x_b), keyword_retention(y_o, y_b)
+    if keep_y > keep_x:
+        return TemplateChoice(keep_x, keep_y, "T_B", y_b, instruction)
+    return TemplateChoice(keep_x, keep_y, "T_A", x_b, instruction)
 
 
 @lru_cache(maxsize=1)
@@ -138,7 +190,7 @@ def assemble(
     progress: bool = True,
 ) -> tuple[list[dict], Funnel]:
     """Fig. 2 end to end: triplets {input, edit, output} -> InstructPE rows and a funnel."""
-    from diffchat.data.teachers import Request, ask_many
+    from diffchat.data.teachers import ask_many
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -147,16 +199,10 @@ def assemble(
     raw = [t["input"] for t in triplets] + [t["output"] for t in triplets]
     pretty = beautify_cached(raw, beautify, cache_dir / "pb_cache.jsonl", progress=progress)
 
-    requests, plans = [], []
-    for t in triplets:
-        x_b, y_b = pretty[t["input"]], pretty[t["output"]]
-        if keyword_retention(t["output"], y_b) > keyword_retention(t["input"], x_b):
-            requests.append(Request("write_source", y_b, t["edit"]))
-            plans.append(("T_B", y_b))
-        else:
-            requests.append(Request("write_target", x_b, t["edit"]))
-            plans.append(("T_A", x_b))
-    answers = ask_many(teacher, requests, progress=progress, desc="teacher (T_A/T_B)")
+    choices = [choose_template(t["input"], t["output"], pretty[t["input"]], pretty[t["output"]], t["edit"])
+               for t in triplets]
+    plans = [(c.template, c.known) for c in choices]
+    answers = ask_many(teacher, [c.request for c in choices], progress=progress, desc="teacher (T_A/T_B)")
 
     rows, dropped = [], Counter()
     for t, (template, known), answer in zip(triplets, plans, answers):

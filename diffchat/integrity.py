@@ -166,16 +166,20 @@ class _Reference:
         # Only these lemmas of y can change the score.
         self.relevant = frozenset(s for syns in self.synonyms for s in syns)
 
+    def found(self, y_words: AbstractSet[str]) -> list[tuple[str | None, int]]:
+        """Lines 35-44, per keyword: the first synonym found among y's lemmas (None if none)
+        and the points it adds (2 when that synonym is highlighted, 1, or 0)."""
+        out: list[tuple[str | None, int]] = []
+        for syns in self.synonyms:
+            hit = next((s for s in syns if s in y_words), None)
+            out.append((hit, 0 if hit is None else 2 if hit in self.highlighted else 1))
+        return out
+
     def score(self, y_words: AbstractSet[str], threshold: float | None) -> float:
         """Lines 33-48 of Listing 1, given the set of lemmas of y."""
         if not self.keywords:
             return 1.0
-        cnt = 0
-        for syns in self.synonyms:
-            for s in syns:
-                if s in y_words:
-                    cnt += 2 if s in self.highlighted else 1
-                    break
+        cnt = sum(points for _, points in self.found(y_words))
         score = min(cnt / len(self.keywords), 1.0)
         if threshold is None:
             return score
@@ -207,6 +211,34 @@ def _reference(x_o: str, i: str, y_o: str) -> _Reference:
     against the same triple, and building it (three tagged texts, synonym sets) costs
     several times scoring y."""
     return _Reference(x_o, i, y_o)
+
+
+class CITrace(NamedTuple):
+    """Listing 1's intermediate values for one y (see ``explain_ci``)."""
+
+    keywords: list[str]  # keywords(y_o), line 10
+    highlighted: list[str]  # in keywords(i), not in keywords(x_o): lines 14-20
+    y_lemmas: list[str]  # lemmas of all words of y, lines 23-25
+    found: list[tuple[str, str | None, int]]  # (keyword, synonym found in y or None, points)
+    count: int  # cnt, lines 33-44
+    raw: float  # min(cnt / |keywords|, 1), line 46
+    score: float  # raw, or 0 below the threshold (lines 47-48); equals ci_score(...)
+
+
+def explain_ci(
+    x_o: str, i: str, y_o: str, y: str, threshold: float | None = DEFAULT_THRESHOLD
+) -> CITrace:
+    """Listing 1 step by step for one y: the same computation as ``ci_score`` (whose result
+    is ``.score``), with every intermediate value kept for reading."""
+    _check_threshold(threshold)
+    _check_text(y, "y", allow_blank=True)
+    reference = _Reference(x_o, i, y_o)
+    y_words = _lemmas(y)
+    found = [(q, hit, points) for q, (hit, points) in zip(reference.keywords, reference.found(y_words))]
+    count = sum(points for _, _, points in found)
+    raw = min(count / len(reference.keywords), 1.0) if reference.keywords else 1.0
+    return CITrace(list(reference.keywords), [q for q in reference.keywords if q in reference.highlighted],
+                   sorted(y_words), found, count, raw, reference.score(y_words, threshold))
 
 
 def _lemmas(y: str) -> set[str]:

@@ -434,8 +434,14 @@ def base_stage(ctx: StageContext) -> dict:
     return {"policy": path}
 
 
-def base_path(ctx: StageContext) -> str:
-    """The base model's location: a folder inside the base stage, or a hub id / local path."""
-    folder = ctx.input("base")
+def base_location(folder: str | Path) -> str:
+    """The base model a finished base stage's ``folder`` names: the folder itself (a tiny
+    model built there), or a hub id / local path."""
+    folder = Path(folder)
     path = json.loads((folder / "base.json").read_text())["policy"]
     return str(folder) if path == "." else path
+
+
+def base_path(ctx: StageContext) -> str:
+    """The base model's location: a folder inside the base stage, or a hub id / local path."""
+    return base_location(ctx.input("base"))

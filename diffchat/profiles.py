@@ -95,6 +95,10 @@ class TrainConfig:
     lora_alpha: int = 32
     warmup_ratio: float = 0.0
 
+    def tokens_per_step(self) -> int:
+        """The most tokens one optimiser step sees: batch size x accumulation x max length."""
+        return self.batch_size * self.grad_accum * self.max_length
+
 
 @dataclass(frozen=True)
 class PPOConfig:

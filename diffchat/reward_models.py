@@ -124,8 +124,10 @@ class TextRewardModel:
         return preds
 
 
-def _encode(rows: Sequence[dict], target: str, tokenizer: Any, max_length: int,
-            mean: float, std: float) -> Any:
+def encode_rows(rows: Sequence[dict], target: str, tokenizer: Any, max_length: int,
+                mean: float, std: float) -> Any:
+    """Label rows -> the training dataset: the model's input text (``format_input``) tokenised,
+    and the label standardised with the training labels' ``mean`` and ``std``."""
     from datasets import Dataset
 
     eos = tokenizer.eos_token or ""
@@ -179,7 +181,7 @@ def train_reward_model(
     model = load_regression_model(base, dtype="float32", device=device,
                                   pad_token_id=tokenizer.pad_token_id)
     freeze_all_but_last(model, cfg.unfreeze_layers)
-    train = _encode(rows, target, tokenizer, cfg.max_length, mean, std)
+    train = encode_rows(rows, target, tokenizer, cfg.max_length, mean, std)
 
     args = TrainingArguments(
         output_dir=str(out_dir),

@@ -13,6 +13,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def sft_rows(triplets: Iterable[dict], template: str = TEMPLATE_T) -> list[dict[
     return rows
 
 
-def train_completion_model(
+def completion_trainer(
     rows: list[dict[str, str]],
     base: str | Path,
     out_dir: Path,
@@ -47,13 +48,9 @@ def train_completion_model(
     seed: int = 0,
     dtype: str = "auto",
     log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Fine-tune ``base`` on prompt-completion rows; save the (merged) model to ``out_dir``.
-
-    ``cfg`` is a Table 3 column (or a profile's scaled-down version): epochs or max_steps,
-    batch size, max length, learning rate, weight decay, layers to unfreeze, LoRA.
-    Returns the loss curve and timings; also written to ``out_dir/train_log.json``.
-    """
+) -> Any:
+    """The TRL ``SFTTrainer`` that ``train_completion_model`` trains with, before training:
+    its ``train_dataset`` holds the tokenised rows with their labels (-100 on the prompt)."""
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -96,6 +93,7 @@ def train_completion_model(
         warmup_steps=int(cfg.warmup_ratio * total_steps),
         max_length=cfg.max_length,
         completion_only_loss=True,
+        activation_checkpointing=True,  # TRL's default, named as transformers 5 wants (the old name warns)
         logging_steps=max(1, total_steps // 50),
         save_strategy="no",
         report_to="none",
@@ -111,8 +109,29 @@ def train_completion_model(
             if logs and "loss" in logs and state.global_step % max(1, total_steps // 10) == 0:
                 log(f"step {state.global_step}/{total_steps} loss {logs['loss']:.4f}")
 
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=[_Progress()])
+    return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                      processing_class=tokenizer, peft_config=peft_config, callbacks=[_Progress()])
+
+
+def train_completion_model(
+    rows: list[dict[str, str]],
+    base: str | Path,
+    out_dir: Path,
+    cfg: TrainConfig,
+    *,
+    seed: int = 0,
+    dtype: str = "auto",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Fine-tune ``base`` on prompt-completion rows; save the (merged) model to ``out_dir``.
+
+    ``cfg`` is a Table 3 column (or a profile's scaled-down version): epochs or max_steps,
+    batch size, max length, learning rate, weight decay, layers to unfreeze, LoRA.
+    Returns the loss curve and timings; also written to ``out_dir/train_log.json``.
+    """
+    out_dir = Path(out_dir)
+    trainer = completion_trainer(rows, base, out_dir, cfg, seed=seed, dtype=dtype, log=log)
+    tokenizer = trainer.processing_class
     start = time.time()
     trainer.train()
     seconds = time.time() - start
@@ -126,7 +145,7 @@ def train_completion_model(
         "steps": trainer.state.global_step,
         "seconds": round(seconds, 1),
         "rows": len(rows),
-        "tokens_per_step_max": cfg.batch_size * cfg.grad_accum * cfg.max_length,
+        "tokens_per_step_max": cfg.tokens_per_step(),
         "loss": history,
         "lora": cfg.lora,
     }
@@ -146,6 +165,39 @@ def _check_room(rows: list[dict[str, str]], tokenizer, max_length: int, log: Cal
                          "raise max_length or shorten the prompts")
     if full:
         log(f"{full} of {len(rows)} prompts take max_length={max_length} tokens or more and are dropped")
+
+
+@dataclass
+class RowLoss:
+    """One training row as the trainer sees it (see ``row_loss``)."""
+
+    input_ids: list[int]
+    labels: list[int]  # input_ids, with -100 where no loss is taken (the prompt T(x, i))
+    tokens: list[str]  # each input id decoded alone
+    loss: float  # the trainer's own loss on this row alone
+
+
+def row_loss(trainer, index: int = 0) -> RowLoss:
+    """Row ``index`` of a ``completion_trainer``'s dataset: its tokens, its labels and the loss
+    the trainer computes for it (``compute_loss`` on a batch of that row alone, no gradient).
+    TRL drops rows that truncation to ``max_length`` leaves without a completion token, so the
+    index counts the rows kept."""
+    import torch
+
+    data = trainer.train_dataset
+    if not 0 <= index < len(data):
+        raise IndexError(f"row {index} is not in the trainer's {len(data)} rows")
+    example = {k: data[index][k] for k in ("input_ids", "labels") if k in data.column_names}
+    batch = trainer._prepare_inputs(trainer.data_collator([example]))
+    model = trainer.model
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, batch)
+    model.train(was_training)
+    tokenizer = trainer.processing_class
+    ids = batch["input_ids"][0].tolist()
+    return RowLoss(ids, batch["labels"][0].tolist(), [tokenizer.decode([t]) for t in ids], float(loss))
 
 
 def plot_loss(history: list[dict], ax=None, label: str = "loss"):

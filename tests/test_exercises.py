@@ -76,7 +76,13 @@ def rates_by_side(votes):
     return out
 
 
+def tokens_per_step_without_accumulation(cfg):
+    """Wrong: forgets the gradient-accumulation steps."""
+    return cfg.batch_size * cfg.max_length
+
+
 CASES = [
+    ("00_quickstart", "tokens_per_step", exercises.check_tokens_per_step, tokens_per_step_without_accumulation),
     ("01_dataset_collection", "unseen_subjects", exercises.check_unseen_subjects,
      unseen_subjects_of_the_wrong_split),
     ("02_pb_model", "retention", exercises.check_keyword_retention, retention_of_the_wrong_side),

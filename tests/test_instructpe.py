@@ -6,7 +6,14 @@ import pytest
 
 from diffchat.data import miniworld
 from diffchat.data.teachers import RuleTeacher, TeacherCache
-from diffchat.instructpe import assemble, is_english, is_nsfw, keyword_retention
+from diffchat.instructpe import (
+    assemble,
+    choose_template,
+    funnel_side_by_side,
+    is_english,
+    is_nsfw,
+    keyword_retention,
+)
 
 
 def rule_beautify(texts):
@@ -91,6 +98,27 @@ def test_t_b_is_chosen_when_the_target_keeps_more_keywords(tmp_path):
                             quality_filter=lambda r: True)
     assert keyword_retention("a cat in a garden", "an animal in a garden") < 1
     assert "T_B 1" in funnel.steps[1]["step"]
+
+
+def test_choose_template_trusts_the_side_that_kept_more_keywords():
+    choice = choose_template("a cat in a garden", "a cat with a crown in a garden",
+                             "an animal in a garden", "a cat with a crown in a garden, 8k", "add a crown")
+    assert (choice.keep_x, choice.keep_y, choice.template) == (0.5, 1.0, "T_B")
+    assert choice.request.task == "write_source" and choice.request.text.endswith("8k")
+    tie = choose_template("a cat", "a dog", "a cat, 8k", "a dog, 8k", "make it a dog")
+    assert (tie.template, tie.request.task, tie.known) == ("T_A", "write_target", "a cat, 8k")
+
+
+def test_funnel_side_by_side_puts_the_splits_in_columns():
+    funnels = {"train": [{"step": "raw triplets", "kept": 10, "dropped": {}},
+                         {"step": "teacher answered (T_A 9 / T_B 1)", "kept": 8, "dropped": {}}],
+               "test_seen": [{"step": "raw triplets", "kept": 4, "dropped": {}},
+                             {"step": "teacher answered (T_A 4 / T_B 0)", "kept": 1, "dropped": {}}]}
+    table = funnel_side_by_side(funnels).splitlines()
+    assert table[0] == "| step | train | test_seen |"
+    assert table[3] == "| teacher answered | 8 (80%) | 1 (25%) |"
+    with pytest.raises(ValueError, match="different steps"):
+        funnel_side_by_side({"train": funnels["train"], "test_seen": funnels["test_seen"][:1]})
 
 
 def test_filters():

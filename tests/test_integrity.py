@@ -15,6 +15,7 @@ from diffchat.integrity import (
     PrefixCIScorer,
     batch_prefix_ci_scores,
     ci_score,
+    explain_ci,
     extract_keywords,
     prefix_ci_scores,
     synonyms,
@@ -84,6 +85,17 @@ def test_highlight_weight_goes_to_the_synonym_found_as_listing_1_does():
     x_o, i, y_o = "a street at night", "add a car", "a car on the street at night"
     assert raw("a car", x_o, i, y_o) == pytest.approx(2 / 3)
     assert raw("an automobile", x_o, i, y_o) == pytest.approx(1 / 3)
+
+
+def test_explain_ci_traces_listing_1_and_gives_ci_scores_result():
+    x_o, i, y_o = "a street at night", "add a car", "a car parked on the street"
+    trace = explain_ci(x_o, i, y_o, "an automobile on the street", threshold=0.7)
+    assert trace.keywords == ["car", "park", "street"] and trace.highlighted == ["car"]
+    assert trace.found == [("car", "automobile", 1), ("park", None, 0), ("street", "street", 1)]
+    assert (trace.count, trace.raw, trace.score) == (2, pytest.approx(2 / 3), 0.0)
+    for y, threshold in [("a car on the street", 0.7), ("a truck", None), ("", 0.7), (y_o, None)]:
+        assert explain_ci(x_o, i, y_o, y, threshold).score == ci_score(x_o, i, y_o, y, threshold)
+    assert explain_ci(*ZEBRA, ZEBRA_Y_O, "a zebra", None).found[0] == ("zebra", "zebra", 2)
 
 
 def test_inflections_match_through_lemmas():

@@ -90,3 +90,23 @@ def test_each_stage_lives_in_the_module_it_names():
         body = stage.body()
         assert body.__module__ == stage.module
         assert callable(body) and stage.description
+
+
+SHAPE = ("**What you will learn**", "**Paper sections**", "**Runtime**", "The paper reports / you got", "## Exercises")
+
+
+def test_every_notebook_has_the_course_shape():
+    """Header (what you learn, paper sections, runtime), "paper reports / you got", exercises, in
+    that order, and the solutions file the exercises name."""
+    import nbformat
+
+    from diffchat.course import list_notebooks
+
+    for path in list_notebooks():
+        text = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells
+                         if cell.cell_type == "markdown")
+        places = [text.find(mark) for mark in SHAPE]
+        missing = [mark for mark, at in zip(SHAPE, places) if at < 0]
+        assert not missing, f"{path.name} lacks {missing}"
+        assert places == sorted(places), f"{path.name}: the parts are out of order: {dict(zip(SHAPE, places))}"
+        assert (path.parent / "solutions" / f"{path.stem}.py").is_file(), f"{path.name} has no solutions file"

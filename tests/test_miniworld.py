@@ -137,6 +137,19 @@ def test_triplet_rows(train):
         assert set(row["removed"]) <= _words(row["input"]) - _words(row["output"])
 
 
+def test_a_trace_is_how_the_first_row_was_made(train):
+    trace = mw.sample_triplet(mw.triplet_rng(0, "train"), "train")
+    assert trace.row() == train[0]
+    assert trace.caption.subject == train[0]["subject"] and trace.edit.kind == train[0]["kind"]
+    assert trace.caption.keywords() - trace.edited.keywords() == set(trace.removed)
+
+
+def test_split_of_names_the_split_of_every_rows_subject_and_scene(train, test_seen, test_unseen):
+    for split, rows in (("train", train), ("test_seen", test_seen), ("test_unseen", test_unseen)):
+        captions = [mw.parse_caption(row["input"]) for row in rows]
+        assert {mw.split_of(c.subject, c.scene) for c in captions} == {split}
+
+
 def test_templates_vary_within_each_kind(train):
     for kind in mw.EDIT_KINDS:
         openings = {" ".join(row["edit"].split()[:2]) for row in train if row["kind"] == kind}

@@ -1,5 +1,6 @@
 """SFT (section 3.2) and the DiffChat inference API, on tiny models built from configs."""
 
+import dataclasses
 import json
 import warnings
 
@@ -12,7 +13,7 @@ from diffchat.loading import tiny_base
 from diffchat.model import DiffChat
 from diffchat.pb import PB_TEMPLATE, PBModel, evaluate_pb, mentions_any_tag, pb_rows, source_tags
 from diffchat.profiles import TEMPLATE_T, TinyLMConfig, TrainConfig
-from diffchat.sft import sft_rows, train_completion_model
+from diffchat.sft import completion_trainer, row_loss, sft_rows, train_completion_model
 
 QUICK = TrainConfig(epochs=1, batch_size=8, max_length=96, lr=3e-3, unfreeze_layers=None,
                     weight_decay=0.0, max_steps=6)
@@ -93,6 +94,27 @@ def test_loss_is_on_the_completion_only(base, tmp_path):
     assert (labels[:n_prompt] == -100).all()
     assert labels[-1].item() == tok.eos_token_id, "EOS is appended to the completion"
     assert (labels[n_prompt:] != -100).all()
+
+
+def test_row_loss_is_the_trainers_and_equals_cross_entropy_by_hand(trained, tmp_path):
+    """The trainer's loss on one row is the mean cross-entropy of its label tokens."""
+    out, _ = trained
+    rows = sft_rows(_rows(3))
+    trainer = completion_trainer(rows, out, tmp_path, dataclasses.replace(QUICK, max_length=256),
+                                 log=lambda s: None)
+    one = row_loss(trainer, 1)
+    ids, labels = torch.tensor([one.input_ids]), torch.tensor(one.labels)
+    n_prompt = len(trainer.processing_class(rows[1]["prompt"], add_special_tokens=False)["input_ids"])
+    assert (labels[:n_prompt] == -100).all() and (labels[n_prompt:] != -100).all()
+    with torch.no_grad():
+        logits = trainer.model(ids).logits[0, :-1].float()
+    target = labels[1:]
+    keep = target != -100
+    hand = torch.nn.functional.cross_entropy(logits[keep], target[keep]).item()
+    assert one.loss == pytest.approx(hand, rel=1e-5)
+    assert len(one.tokens) == len(one.input_ids)
+    with pytest.raises(IndexError, match="row 3 is not in the trainer's 3 rows"):
+        row_loss(trainer, 3)
 
 
 def test_rewrite_api(trained):

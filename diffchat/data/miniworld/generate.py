@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from diffchat.data.loaders import write_jsonl
@@ -58,6 +58,14 @@ def _subject_pool(split: str) -> list[str]:
 def _reserved_for_test(subject: str, scene: str | None) -> bool:
     """Whether a (subject, scene) pair belongs to test_seen (and so never to train)."""
     return stable_hash(f"{subject}|{scene or ''}") % TEST_SEEN_BUCKETS == 0
+
+
+def split_of(subject: str, scene: str | None) -> str:
+    """The split a caption's (subject, scene) pair belongs to: test_unseen for a held-out
+    subject; test_seen for a seen subject in a pair reserved for testing; train otherwise."""
+    if subject in held_out_subjects():
+        return "test_unseen"
+    return "test_seen" if _reserved_for_test(subject, scene) else "train"
 
 
 def _sample_caption(rng: random.Random, subjects: list[str], split: str) -> Caption:
@@ -151,6 +159,53 @@ def _rng(seed: int, split: str, what: str) -> random.Random:
     return random.Random(f"miniworld:{seed}:{split}:{what}")
 
 
+@dataclass(frozen=True)
+class TripletTrace:
+    """One triplet with the steps that made it: the sampled caption (subject and attribute
+    slots), the edit (kind and values), the instruction written for it, the edited caption,
+    and the keywords the edit added and removed."""
+
+    caption: Caption
+    edit: Edit
+    instruction: str
+    edited: Caption
+    added: list[str]
+    removed: list[str]
+
+    def row(self) -> dict:
+        """The triplet as the data stage writes it."""
+        return {
+            "input": self.caption.render(),
+            "edit": self.instruction,
+            "output": Prompt(self.edited).render(),
+            "kind": self.edit.kind,
+            "added": self.added,
+            "removed": self.removed,
+            "subject": self.caption.subject,
+        }
+
+
+def sample_triplet(rng: random.Random, split: str = "train",
+                   subjects: list[str] | None = None) -> TripletTrace:
+    """Draw one triplet of `split` from `rng`: caption, edit kind, edit, instruction, result.
+
+    ``generate_triplets`` draws its rows with this function, so a trace shows exactly how a
+    row of the data stage was made.
+    """
+    subjects = _subject_pool(split) if subjects is None else subjects
+    caption = _sample_caption(rng, subjects, split)
+    caption, edit = _sample_edit(rng, caption, rng.choice(EDIT_KINDS), split)
+    instruction = write_instruction(rng, caption, edit)
+    edited = apply_edit(Prompt(caption), edit).caption
+    added, removed = _keyword_diff(caption, edited)
+    return TripletTrace(caption, edit, instruction, edited, added, removed)
+
+
+def triplet_rng(seed: int, split: str) -> random.Random:
+    """The random stream ``generate_triplets(n, seed, split)`` draws from."""
+    return _rng(seed, split, "triplets")
+
+
 def generate_triplets(n: int, seed: int, split: str = "train") -> list[dict]:
     """n distinct edit triplets {input, edit, output, kind, added, removed, subject}.
 
@@ -158,29 +213,17 @@ def generate_triplets(n: int, seed: int, split: str = "train") -> list[dict]:
     uses only held-out subjects. Captions are simplified (no tags), like InstructPix2Pix's.
     """
     subjects = _subject_pool(split)
-    rng = _rng(seed, split, "triplets")
+    rng = triplet_rng(seed, split)
     rows, seen = [], set()
     for _ in range(50 * n + 1000):
         if len(rows) == n:
             break
-        caption = _sample_caption(rng, subjects, split)
-        caption, edit = _sample_edit(rng, caption, rng.choice(EDIT_KINDS), split)
-        instruction = write_instruction(rng, caption, edit)
-        source = caption.render()
-        if (source, instruction) in seen:
+        trace = sample_triplet(rng, split, subjects)
+        row = trace.row()
+        if (row["input"], row["edit"]) in seen:
             continue
-        seen.add((source, instruction))
-        edited = apply_edit(Prompt(caption), edit)
-        added, removed = _keyword_diff(caption, edited.caption)
-        rows.append({
-            "input": source,
-            "edit": instruction,
-            "output": edited.render(),
-            "kind": edit.kind,
-            "added": added,
-            "removed": removed,
-            "subject": caption.subject,
-        })
+        seen.add((row["input"], row["edit"]))
+        rows.append(row)
     if len(rows) < n:
         raise RuntimeError(f"could only generate {len(rows)} distinct {split} triplets of {n}")
     return rows
