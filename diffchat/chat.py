@@ -103,14 +103,14 @@ def find_model(profile: str | Profile | None = None, root: str | os.PathLike | N
 
 
 def load_model(choice: ModelChoice, profile: Profile):
-    """DiffChat at the token budget it was trained with (RL's for PPO models, SFT's otherwise)."""
+    """DiffChat at RL's token budget (Table 3), the longest the model meets in training: PPO
+    rolls the SFT model out at it, and a chat's prompts grow turn after turn."""
     from transformers.utils import logging as hf_logging
 
     from diffchat.model import DiffChat
 
     hf_logging.disable_progress_bar()
-    budget = profile.rl.max_length if choice.name.startswith("ppo") else profile.sft.max_length
-    return DiffChat.from_pretrained(choice.path, max_length=budget)
+    return DiffChat.from_pretrained(choice.path, max_length=profile.rl.max_length)
 
 
 def example_starts(profile: str | Profile | None = None, n: int = 3) -> list[tuple[str, str]]:

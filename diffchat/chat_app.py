@@ -55,6 +55,8 @@ class ChatApp:
                                           tooltip="replace the current turn's prompt by the text above")
         self.instruction_box = widgets.Text(placeholder="an instruction, e.g. make it night (Enter sends)",
                                             description="instruction", layout=widgets.Layout(width="70%"))
+        self.instruction_box.add_class("diffchat-instruction")
+        self.prompt_box.add_class("diffchat-prompt-box")
         self.send_button = widgets.Button(description="Send", button_style="success")
         self.undo_button = widgets.Button(description="Undo")
         self.progress = widgets.IntProgress(min=0, max=2, description="",
@@ -97,7 +99,8 @@ class ChatApp:
             widgets.Label("history (click a turn to continue from it):"), self.history,
             widgets.HBox([self.export_box, self.export_button]),
         ])
-        self._refresh()
+        self.widget.add_class("diffchat-app")
+        self.refresh()
 
     def _runs(self) -> str:
         from diffchat.runner import runs_root
@@ -136,7 +139,7 @@ class ChatApp:
         finally:
             self.progress.layout.visibility = "hidden"
         self._say("")
-        self._refresh()
+        self.refresh()
         return True
 
     def _say(self, text: str, error: bool = False) -> None:
@@ -153,7 +156,8 @@ class ChatApp:
         box.add_class("diffchat-thumb")
         return box
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
+        """Show the session's state (also after the session was driven directly from code)."""
         self.header.value = f"<b>{self.session.describe()}</b>"
         turn = self.session.current
         if turn is None:
