@@ -259,15 +259,22 @@ def test_demo_in_a_browser(runs, tmp_path):
                         raise
                     time.sleep(1)
             page.wait_for_selector(".diffchat-app .diffchat-image", timeout=180_000)
-            page.fill(".diffchat-prompt-box textarea", "a picture of a parrot in a vineyard")
+            page.fill(".diffchat-prompt-box textarea", "a fox sitting in a forest")
             page.click("button:has-text('New chat')")
-            page.wait_for_function("document.querySelectorAll('.diffchat-thumb').length == 1")
-            page.fill(".diffchat-instruction input", "make it night")
-            page.click("button:has-text('Send')")
-            page.wait_for_selector(".diffchat-prompt:has-text('turn 1')", timeout=60_000)
-            page.fill(".diffchat-instruction input", "add a hat")
-            page.press(".diffchat-instruction input", "Enter")  # Enter sends too
-            page.wait_for_selector(".diffchat-prompt:has-text('turn 2')", timeout=60_000)
+            page.wait_for_selector(".diffchat-prompt:has-text('turn 0'):has-text('a fox sitting in a forest')",
+                                   timeout=60_000)
+            for n, said in enumerate(("make it night", "add a hat"), start=1):
+                before = page.get_attribute(".diffchat-app .diffchat-image", "src")
+                old_prompt = page.input_value(".diffchat-prompt-box textarea")
+                page.fill(".diffchat-instruction input", said)
+                if n == 1:
+                    page.click("button:has-text('Send')")
+                else:
+                    page.press(".diffchat-instruction input", "Enter")  # Enter sends too
+                page.wait_for_selector(f".diffchat-prompt:has-text('turn {n}')", timeout=60_000)
+                if page.input_value(".diffchat-prompt-box textarea") != old_prompt:  # else the same image
+                    page.wait_for_function("src => document.querySelector('.diffchat-app .diffchat-image')"
+                                           ".getAttribute('src') != src", arg=before, timeout=60_000)
             assert page.locator(".diffchat-thumb").count() == 3
             assert "after: add a hat" in page.inner_text(".diffchat-prompt")
             assert page.eval_on_selector(".diffchat-app .diffchat-image", "e => e.naturalWidth") == 32
