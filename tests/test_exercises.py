@@ -62,6 +62,12 @@ def dclip_without_normalising(i0, i1, t0, t1):
     return F.cosine_similarity(i1 - i0, t1 - t0, dim=-1)
 
 
+def loop_of_one_word_only(text):
+    """Wrong: sees "purple purple" but not "art nouveau, art nouveau, art nouveau"."""
+    w = text.lower().replace(",", " ").split()
+    return any(a == b for a, b in zip(w, w[1:]))
+
+
 CASES = [
     ("01_dataset_collection", "unseen_subjects", exercises.check_unseen_subjects,
      unseen_subjects_of_the_wrong_split),
@@ -70,6 +76,7 @@ CASES = [
     ("04_reward_models", "dclip", exercises.check_dclip, dclip_without_normalising),
     ("05_ppo_adm_vci", "gae", exercises.check_gae, gae_without_padding_mask),
     ("05_ppo_adm_vci", "kl_rewards", exercises.check_kl_penalty, kl_rewards_score_at_the_end),
+    ("07_chat_demo", "has_loop", exercises.check_has_loop, loop_of_one_word_only),
 ]
 
 
