@@ -16,6 +16,7 @@ import ipywidgets as widgets
 from PIL import Image
 
 from diffchat.chat import ChatError, ChatSession, Turn, example_starts, finished_models
+from diffchat.images import get_tis_spec
 
 TINY_NOTE = (
     "The tiny model was trained on the mini-world only (data/miniworld): it knows those words "
@@ -41,11 +42,12 @@ class ChatApp:
         profile = session.profile
         self.header = widgets.HTML()
         self.note = widgets.HTML(f"<i>{TINY_NOTE}</i>" if profile.name == "tiny" else "")
-        models = finished_models(profile, session.root) or [session.model_choice.name]
-        self.model_choice = widgets.Dropdown(options=models, value=session.model_choice.name
-                                             if session.model_choice and session.model_choice.name in models
-                                             else models[0], description="model")
-        tis_names = list(dict.fromkeys([session.tis.name, *profile.models.tis]))
+        current = session.model_choice.name if session.model_choice else None
+        models = finished_models(profile, session.root)
+        if current and current not in models:  # a model folder passed by hand
+            models.append(current)
+        self.model_choice = widgets.Dropdown(options=models, value=current, description="model")
+        tis_names = list(dict.fromkeys([session.tis.name, *(get_tis_spec(n).name for n in profile.models.tis)]))
         self.tis_choice = widgets.Dropdown(options=tis_names, value=session.tis.name, description="TIS")
         self.seed_box = widgets.BoundedIntText(value=session.seed, min=0, max=2**31 - 1, description="seed")
         self.prompt_box = widgets.Textarea(placeholder="a prompt to start from", description="prompt",
