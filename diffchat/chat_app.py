@@ -15,7 +15,7 @@ from pathlib import Path
 import ipywidgets as widgets
 from PIL import Image
 
-from diffchat.chat import ChatError, ChatSession, Turn, example_starts, finished_models
+from diffchat.chat import ChatSession, Turn, example_starts, finished_models
 from diffchat.images import get_tis_spec
 
 TINY_NOTE = (
@@ -135,7 +135,7 @@ class ChatApp:
         self.progress.value, self.progress.layout.visibility = 0, "visible"
         try:
             action()
-        except (ChatError, ValueError, FileNotFoundError) as err:  # Refusal is a ValueError
+        except (ValueError, OSError, RuntimeError) as err:  # refusals, ChatError, a model that fails to load
             self._say(str(err), error=True)
             return False
         finally:
