@@ -259,9 +259,9 @@ def test_demo_in_a_browser(runs, tmp_path):
                         raise
                     time.sleep(1)
             page.wait_for_selector(".diffchat-app .diffchat-image", timeout=180_000)
-            page.fill(".diffchat-prompt-box textarea", "a fox sitting in a forest")
+            page.fill(".diffchat-prompt-box textarea", "a picture of a parrot in a vineyard")
             page.click("button:has-text('New chat')")
-            page.wait_for_selector(".diffchat-prompt:has-text('turn 0'):has-text('a fox sitting in a forest')",
+            page.wait_for_selector(".diffchat-prompt:has-text('turn 0'):has-text('a picture of a parrot in a vineyard')",
                                    timeout=60_000)
             for n, said in enumerate(("make it night", "add a hat"), start=1):
                 before = page.get_attribute(".diffchat-app .diffchat-image", "src")
