@@ -108,6 +108,90 @@ def _cmd_rewrite(args: argparse.Namespace) -> None:
     print(DiffChat.from_pretrained(model).rewrite(args.prompt, args.instruction, **decoding))
 
 
+CHAT_HELP = """type a prompt, then one instruction per line. Commands:
+  /undo          drop the last turn
+  /branch N      continue from turn N
+  /edit TEXT     replace the current prompt by TEXT and redraw
+  /seed N        draw with seed N from now on (redraws the current turn)
+  /export [DIR]  write the chat (PNGs + session.json) to DIR (default: --out)
+  /help          this list
+  /quit          export to --out and leave (so does end of input)"""
+
+
+def _chat_command(session, line: str, out) -> bool:
+    """Run one /command; False means quit."""
+    from pathlib import Path
+
+    name, _, arg = line[1:].partition(" ")
+    arg = arg.strip()
+    if name == "quit":
+        return False
+    if name == "help":
+        print(CHAT_HELP)
+    elif name == "undo":
+        _chat_show(session.undo(), out)
+    elif name == "branch":
+        if not arg.lstrip("-").isdigit():
+            raise ValueError(f"/branch needs a turn number, got {arg!r}")
+        _chat_show(session.branch(int(arg)), out)
+    elif name == "edit":
+        _chat_show(session.edit_prompt(arg), out)
+    elif name == "seed":
+        if not arg.isdigit():
+            raise ValueError(f"/seed needs a non-negative integer, got {arg!r}")
+        turn = session.set_seed(int(arg))
+        if turn is not None:
+            _chat_show(turn, out)
+    elif name == "export":
+        print(f"exported to {session.export(Path(arg) if arg else out)}")
+    else:
+        raise ValueError(f"unknown command /{name}: type /help")
+    return True
+
+
+def _chat_show(turn, out) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"turn_{turn.index:02d}.png"
+    turn.image.save(path)
+    said = "" if turn.instruction is None else f" <- {turn.instruction}"
+    print(f"turn {turn.index}{said}: {turn.prompt}\n  image: {path} ({turn.seconds:.2f} s)", flush=True)
+
+
+def _cmd_chat(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from diffchat.chat import ChatError, ChatSession
+    from diffchat.runner import runs_root
+
+    session = ChatSession.from_runs(args.profile, args.root, model=args.model, tis=args.tis, seed=args.seed)
+    out = Path(args.out) if args.out else runs_root(args.root) / session.profile.name / "chat"
+    interactive = sys.stdin.isatty()
+    print(session.describe(), flush=True)
+    if interactive:
+        print(CHAT_HELP)
+    while True:
+        if interactive:
+            print("instruction> " if session.current else "prompt> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            if line.startswith("/"):
+                if not _chat_command(session, line, out):
+                    break
+            elif session.current is None:
+                _chat_show(session.start(line), out)
+            else:
+                _chat_show(session.send(line), out)
+        except (ValueError, ChatError) as err:  # refusals and failures: the chat goes on
+            print(f"diffchat chat: {err}", file=sys.stderr, flush=True)
+    if session.current is not None:
+        print(f"exported to {session.export(out)}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diffchat",
@@ -168,6 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rewrite", help="rewrite a prompt by an instruction with a trained model")
     _rewrite_args(p)
     COMMANDS["rewrite"] = _cmd_rewrite
+
+    p = sub.add_parser("chat", help="chat in the terminal: a prompt, then instructions (images as PNGs)")
+    _profile_args(p)
+    p.add_argument("--model", default=None,
+                   help="a stage (ppo, sft, an ablation) or model folder (default: ppo, else sft)")
+    p.add_argument("--tis", default=None, help="text-to-image model (default: the profile's first)")
+    p.add_argument("--seed", type=int, default=0, help="image seed, the same every turn (default 0)")
+    p.add_argument("--out", default=None, help="folder for the PNGs (default <runs>/<profile>/chat)")
+    COMMANDS["chat"] = _cmd_chat
     return parser
 
 

@@ -247,3 +247,17 @@ def check_win_rates(fn: Callable) -> Verdict:
             return Verdict(False, f"{opponent}: got {tuple(round(g, 3) for g in got[opponent])}, "
                                   f"expected {tuple(round(w, 3) for w in shares)} (win, tie, lose)")
     return Verdict(True, "win / tie / lose rates match for every opponent")
+
+
+def check_has_loop(fn: Callable) -> Verdict:
+    """Exercise 07.1: ``fn(text) -> bool``: does the prompt loop, a word twice in a row or a 2- or
+    3-word phrase three times in a row (case and punctuation ignored)? The tiny model's chats do."""
+    from diffchat.edit_metrics import has_loop
+
+    cases = [("a purple purple cat",), ("a cat in a garden, vaporwave, Vaporwave",),
+             ("a cat, art nouveau, art nouveau, art nouveau",), ("a red cat with a red hat",),
+             ("a fox in a forest in a forest",), ("soft light, 8k, soft light, 8k, soft light, 8k",),
+             ("a cat at night, highly detailed",), ("",)]
+    got, error = _call_all(fn, cases)
+    return _verdict(error if error is not None else _first_difference(cases, got, [has_loop(*c) for c in cases]),
+                    "loop detection matches on all cases")

@@ -81,6 +81,12 @@ def tokens_per_step_without_accumulation(cfg):
     return cfg.batch_size * cfg.max_length
 
 
+def loop_of_one_word_only(text):
+    """Wrong: sees "purple purple" but not "art nouveau, art nouveau, art nouveau"."""
+    w = text.lower().replace(",", " ").split()
+    return any(a == b for a, b in zip(w, w[1:]))
+
+
 CASES = [
     ("00_quickstart", "tokens_per_step", exercises.check_tokens_per_step, tokens_per_step_without_accumulation),
     ("01_dataset_collection", "unseen_subjects", exercises.check_unseen_subjects,
@@ -92,6 +98,7 @@ CASES = [
     ("05_ppo_adm_vci", "kl_rewards", exercises.check_kl_penalty, kl_rewards_score_at_the_end),
     ("06_evaluation", "avg_rank", exercises.check_average_ranks, ranks_with_ties_averaged),
     ("06_evaluation", "rates", exercises.check_win_rates, rates_by_side),
+    ("07_chat_demo", "has_loop", exercises.check_has_loop, loop_of_one_word_only),
 ]
 
 
