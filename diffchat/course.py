@@ -115,7 +115,49 @@ def run_course(profile: str | None = None, only: list[str] | None = None,
         outputs.append(run_notebook(book, profile_name, root / profile_name / "notebooks"))
         seconds[book.stem] = round(time.time() - start_time, 1)
     print(timing_report(profile_name, root, seconds))
+    print(course_summary(profile_name, root))
     return outputs
+
+
+def course_summary(profile: str, root: str | os.PathLike) -> str:
+    """What `make course` ends with: each finished stage's headline numbers (from its manifest),
+    where the executed notebooks and the models are, and how to open the chat demo."""
+    from diffchat.pipeline import COURSE
+
+    root = Path(root)
+    done = {name: (COURSE.read_manifest(name, profile, root) or {}).get("summary") for name in COURSE.stages}
+    folder = root / profile
+    lines = [f"DiffChat course, profile {profile}: what you built (runs folder {folder})"]
+    if pb := done.get("pb"):
+        lines.append(f"  PB model (02):   keeps {pb.get('keep_ci', float('nan')):.2f} of the input's keywords "
+                     f"(raw CI), adds quality tags to {pb.get('tagged', float('nan')):.0%} of prompts")
+    if rows := (done.get("instructpe") or {}).get("rows"):
+        lines.append("  InstructPE (02): " + ", ".join(f"{split} {n}" for split, n in rows.items()) + " rows")
+    for split, res in (done.get("sft") or {}).items():
+        if isinstance(res, dict) and "edit" in res:
+            lines.append(f"  SFT (03), {split}: edit {res['edit']:.3f}, strict {res['strict']:.3f}, exact "
+                         f"{res['exact']:.3f} (append baseline edit {res.get('append_edit', float('nan')):.3f}), "
+                         f"n={res['n']}")
+        elif isinstance(res, dict) and "exact" in res:
+            lines.append(f"  SFT (03), {split}: exact {res['exact']:.3f}, CI {res.get('ci', float('nan')):.1f}, n={res['n']}")
+    if rm := done.get("rewards"):
+        lines.append("  reward models (04): Spearman " + ", ".join(
+            f"{name} {r['spearman']:.2f}" for name, r in rm.items() if isinstance(r, dict) and "spearman" in r))
+    for name in ("ppo", "ppo_no_pi_plus", "ppo_no_pi_minus", "ppo_no_vci"):
+        ppo = done.get(name) or {}
+        held = ppo.get("test_seen")
+        if held:
+            sft, new = held["sft"], held["ppo"]
+            lines.append(f"  {name} (05): reward {sft['reward']:.3f} -> {new['reward']:.3f}, raw CI "
+                         f"{sft['ci_raw']:.3f} -> {new['ci_raw']:.3f}, edit {sft.get('edit', float('nan')):.3f} -> "
+                         f"{new.get('edit', float('nan')):.3f} (test_seen, SFT -> PPO), max KL {ppo['max_kl']:.2f}")
+    if (done.get("eval") or {}).get("methods"):
+        lines.append(f"  evaluation (06): Table 1 in {folder / 'eval' / 'table1.md'}")
+    lines += [f"  executed notebooks: {folder / 'notebooks'}",
+              f"  models: {folder / 'sft'}" + (f", {folder / 'ppo'}" if done.get("ppo") else ""),
+              f"  chat with it: `diffchat chat --profile {profile}` in a terminal, notebook 07_chat_demo in "
+              "Jupyter, or `voila notebooks/07_chat_demo.ipynb`"]
+    return "\n".join(lines)
 
 
 def timing_report(profile: str, root: Path, notebook_seconds: dict[str, float]) -> str:

@@ -1,0 +1,35 @@
+"""The course's closing report: timings and the summary of what each stage built."""
+
+import json
+
+from diffchat.course import course_summary, timing_report
+
+
+def _manifest(root, stage, summary, seconds=1.5):
+    folder = root / "tiny" / stage
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"stage": stage, "summary": summary, "seconds": seconds}))
+
+
+def test_summary_gives_each_finished_stage_its_headline(tmp_path):
+    _manifest(tmp_path, "pb", {"keep_ci": 0.8363, "tagged": 1.0})
+    _manifest(tmp_path, "sft", {"steps": 600, "test_seen": {"n": 98, "edit": 0.8776, "strict": 0.7857,
+                                                            "exact": 0.7653, "append_edit": 0.6531}})
+    _manifest(tmp_path, "rewards", {"aesthetic": {"spearman": 0.6263}, "pickscore": {"spearman": 0.5086}})
+    held = {"sft": {"reward": 0.959, "ci_raw": 0.972, "edit": 0.878}, "ppo": {"reward": 0.97, "ci_raw": 0.98, "edit": 0.88}}
+    _manifest(tmp_path, "ppo", {"max_kl": 0.53, "test_seen": held})
+    text = course_summary("tiny", tmp_path)
+    assert "keeps 0.84 of the input's keywords" in text
+    assert "test_seen: edit 0.878, strict 0.786, exact 0.765 (append baseline edit 0.653)" in text
+    assert "Spearman aesthetic 0.63, pickscore 0.51" in text
+    assert "reward 0.959 -> 0.970" in text and "max KL 0.53" in text
+    assert "diffchat chat --profile tiny" in text
+    assert "evaluation (06)" not in text  # no eval run: no line pointing at a missing table
+
+
+def test_timing_report_writes_timings_json(tmp_path):
+    _manifest(tmp_path, "data", {}, seconds=2.0)
+    text = timing_report("tiny", tmp_path, {"01_dataset_collection": 12.0})
+    written = json.loads((tmp_path / "tiny" / "timings.json").read_text())
+    assert written["stages"] == {"data": 2.0} and written["notebooks"] == {"01_dataset_collection": 12.0}
+    assert "01_dataset_collection" in text and "data" in text
