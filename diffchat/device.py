@@ -16,8 +16,8 @@ model, the reward models):
 
 Cost: 16 bytes a parameter for weights, gradients and AdamW's two states, against 8 in pure
 bf16. For bloom-1b1 (1.07B parameters) that is about 17 GB before activations; the paper
-profile keeps Table 3's batch of 64 as 16 x 4 accumulation steps to fit a 40 GB A100
-(estimated, not measured: see ``diffchat.profiles``).
+profile keeps Table 3's batch of 64 as 8 x 8 accumulation steps to fit a 40 GB A100
+(estimated, not measured: see ``PAPER_SFT_ACCUMULATED`` in ``diffchat.profiles``).
 """
 
 from __future__ import annotations
