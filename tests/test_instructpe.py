@@ -176,3 +176,5 @@ def test_transfer_edit_repeats_the_raw_edit_on_a_rewrite():
     assert t("a cat in a garden, 8k", "a cat in a garden", "a cat with a red hat in a garden") == \
         "a cat with a red hat in a garden, 8k"
     assert t("a cat, 8k", "a cat", "a cat") is None
+    # A removal whose object the rewrite already lost cannot be repeated.
+    assert t("a cat in a garden, 8k", "a cat with a hat in a garden", "a cat in a garden") is None

@@ -154,7 +154,8 @@ def transfer_edit(text: str, before: str, after: str) -> str | None:
     word-level change at the aligned place in its caption (the part before the first comma),
     keeping everything else: the tags, and any words the PB model got wrong. Words are aligned
     with difflib, ignoring case; a change that falls on words the rewrite altered replaces
-    them. None when the edit changes nothing or leaves an empty caption.
+    them. None when the raw edit changes nothing, or nothing in ``text`` (the words it
+    removes are not there), or leaves an empty caption.
     """
     from difflib import SequenceMatcher
 
@@ -182,6 +183,5 @@ def transfer_edit(text: str, before: str, after: str) -> str | None:
     edited = list(words)
     for lo, hi, new in sorted(changes, key=lambda c: c[0], reverse=True):
         edited[lo:max(lo, hi)] = new
-    if not changes or not edited:
-        return None
-    return " ".join(edited) + comma + tail
+    result = " ".join(edited) + comma + tail
+    return result if changes and edited and result != text else None
