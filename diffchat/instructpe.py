@@ -9,6 +9,14 @@
    offline), NSFW rows (a word list, ``data/nsfw_words.txt``) and low-quality rows (a
    pluggable filter; by default the CI score of y against (x_o, i, y_o) must reach 0.7).
 
+Held-out splits of generated data (the mini-world) must keep their rows, or the held-out
+numbers come from a sample biased towards easy edits (the rules cannot undo a removal, or read
+a prompt whose unseen subject the PB model misspelt). There the rule teacher gets the raw edit
+the mini-world made and repeats it where its rules fail (``RuleTeacher``), and the quality
+filter marks rows (``low_quality``) instead of dropping them: the edit is right by
+construction, and a low score only says that the PB model lost a word, most often an unseen
+subject. The training split is assembled exactly as the paper does.
+
 Rows are written in the released InstructPE format plus the raw target y_o (which the CI
 score needs), the template used and any edit metadata the triplet carried.
 PB outputs and teacher answers are cached on disk, so an interrupted assembly resumes.
@@ -16,6 +24,7 @@ PB outputs and teacher answers are cached on disk, so an interrupted assembly re
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -187,9 +196,15 @@ def assemble(
     cache_dir: Path,
     *,
     quality_filter: Callable[[dict], bool] | None = None,
+    keep_rows: bool = False,
     progress: bool = True,
 ) -> tuple[list[dict], Funnel]:
-    """Fig. 2 end to end: triplets {input, edit, output} -> InstructPE rows and a funnel."""
+    """Fig. 2 end to end: triplets {input, edit, output} -> InstructPE rows and a funnel.
+
+    ``keep_rows`` (a held-out split of generated data, see ``keeps_every_row``): the teacher
+    gets each triplet's raw edit, and rows the quality filter fails are kept and marked
+    ``low_quality: True`` instead of dropped.
+    """
     from diffchat.data.teachers import ask_many
 
     cache_dir = Path(cache_dir)
@@ -202,7 +217,9 @@ def assemble(
     choices = [choose_template(t["input"], t["output"], pretty[t["input"]], pretty[t["output"]], t["edit"])
                for t in triplets]
     plans = [(c.template, c.known) for c in choices]
-    answers = ask_many(teacher, [c.request for c in choices], progress=progress, desc="teacher (T_A/T_B)")
+    requests = [dataclasses.replace(c.request, raw_edit=(t["input"], t["output"]))
+                if keep_rows and t.get("kind") is not None else c.request for c, t in zip(choices, triplets)]
+    answers = ask_many(teacher, requests, progress=progress, desc="teacher (T_A/T_B)")
 
     rows, dropped = [], Counter()
     for t, (template, known), answer in zip(triplets, plans, answers):
@@ -220,12 +237,27 @@ def assemble(
     for step, keep in (
         ("English", lambda r: is_english(r["beautified_source_prompt"]) and is_english(r["beautified_target_prompt"])),
         ("not NSFW", lambda r: not (is_nsfw(r["beautified_source_prompt"]) or is_nsfw(r["beautified_target_prompt"]))),
-        ("quality", quality_filter or ci_quality_filter()),
     ):
         kept = [r for r in rows if keep(r)]
         funnel.add(step, len(kept), Counter({f"failed {step} filter": len(rows) - len(kept)}))
         rows = kept
+    keep = quality_filter or ci_quality_filter()
+    passed = [keep(r) for r in rows]
+    if keep_rows:
+        for r, ok in zip(rows, passed):
+            r["low_quality"] = not ok
+        funnel.add("quality (held-out: marked, kept)", len(rows),
+                   Counter({"marked low quality": passed.count(False)}))
+    else:
+        rows = [r for r, ok in zip(rows, passed) if ok]
+        funnel.add("quality", len(rows), Counter({"failed quality filter": passed.count(False)}))
     return rows, funnel
+
+
+def keeps_every_row(split: str, triplets: Sequence[dict]) -> bool:
+    """Whether a split is held out and generated (every triplet has edit metadata), so that
+    its rows must all come through (``assemble``'s ``keep_rows``; the module docstring)."""
+    return split != "train" and bool(triplets) and all(t.get("kind") is not None for t in triplets)
 
 
 # ---- the instructpe stage ----------------------------------------------------------------
@@ -247,7 +279,8 @@ def instructpe_stage(ctx: StageContext) -> dict:
         # PB outputs depend on the PB model: cache them under this stage's config hash, which
         # covers the pb stage's. Teacher answers are keyed by their request and shared.
         rows, funnel = assemble(triplets, pb.beautify, teacher, ctx.cache / f"pb-{ctx.key_hash}" / split,
-                                quality_filter=ci_quality_filter(ctx.profile.ppo.ci_threshold))
+                                quality_filter=ci_quality_filter(ctx.profile.ppo.ci_threshold),
+                                keep_rows=keeps_every_row(split, triplets))
         save_instructpe(rows, ctx.out / f"InstructPE_{split}.json")
         funnels[split] = funnel.steps
         summary[split] = len(rows)

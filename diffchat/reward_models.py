@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from diffchat.device import pick_device, pick_dtype
+from diffchat.device import MASTER_DTYPE, pick_device, train_precision
 from diffchat.labels import TARGETS, label_prompts, read_labels
 from diffchat.loading import freeze_all_but_last, load_regression_model, load_tokenizer
 from diffchat.profiles import TrainConfig
@@ -153,6 +153,7 @@ def train_reward_model(
     cfg: TrainConfig,
     seed: int = 0,
     eval_rows: list[dict] | None = None,
+    dtype: str = "auto",
 ) -> dict[str, Any]:
     """Fit a regression head on ``base`` (a folder or hub id) to predict ``target`` from text.
 
@@ -161,6 +162,7 @@ def train_reward_model(
     tokenizer and label statistics are saved in ``out_dir``. Returns the training losses
     per step and, with ``eval_rows``, held-out MSE and Spearman beside those of predicting
     the training mean (``loss_steps`` gives each loss's step: at most ~200 are logged).
+    ``dtype`` is the compute precision; weights train in fp32 (``diffchat.device.train_precision``).
     """
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
@@ -176,9 +178,9 @@ def train_reward_model(
     std = std if std > 0 else 1.0
 
     device = pick_device()
+    precision = train_precision(device, dtype)
     tokenizer = _prepare_tokenizer(load_tokenizer(base), cfg.max_length)
-    # fp32 master weights; the Trainer mixes in bf16 on a GPU that has it (section 4.1).
-    model = load_regression_model(base, dtype="float32", device=device,
+    model = load_regression_model(base, dtype=str(MASTER_DTYPE).replace("torch.", ""), device=device,
                                   pad_token_id=tokenizer.pad_token_id)
     freeze_all_but_last(model, cfg.unfreeze_layers)
     train = encode_rows(rows, target, tokenizer, cfg.max_length, mean, std)
@@ -192,7 +194,8 @@ def train_reward_model(
         learning_rate=cfg.lr,
         weight_decay=cfg.weight_decay,
         warmup_steps=cfg.warmup_ratio,
-        bf16=pick_dtype(device, "auto") == torch.bfloat16,
+        **precision.trainer_flags,
+        use_cpu=device.type == "cpu",
         logging_steps=max(1, _n_steps(len(rows), cfg) // 200),  # at most ~200 curve points
         dataloader_pin_memory=device.type == "cuda",
         save_strategy="no",
@@ -213,7 +216,7 @@ def train_reward_model(
     logged = [e for e in trainer.state.log_history if "loss" in e]
     result: dict[str, Any] = {"target": target, "losses": [e["loss"] for e in logged],
                               "loss_steps": [e["step"] for e in logged], "label_mean": mean,
-                              "label_std": std, "n_train": len(rows)}
+                              "label_std": std, "n_train": len(rows), "precision": str(precision)}
     if eval_rows:
         rm = TextRewardModel(trainer.model, tokenizer, target, mean, std, cfg.max_length,
                              trainer.model.device)

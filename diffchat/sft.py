@@ -3,7 +3,8 @@
 The same completion-only trainer serves the PB model (section 3.1), which maps a
 simplified prompt to a high-quality one. Training runs through TRL's ``SFTTrainer``
 on prompt-completion rows, which masks the prompt tokens out of the loss and appends
-EOS to every completion, so the model learns where a rewrite ends.
+EOS to every completion, so the model learns where a rewrite ends. Weights train in fp32
+with bf16 (or fp16) autocast on a GPU: ``diffchat.device`` says why and decides.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,10 @@ def sft_rows(triplets: Iterable[dict], template: str = TEMPLATE_T) -> list[dict[
     return rows
 
 
+def _total_steps(n_rows: int, cfg: TrainConfig) -> int:
+    return cfg.max_steps or math.ceil(math.ceil(n_rows / (cfg.batch_size * cfg.grad_accum)) * cfg.epochs)
+
+
 def completion_trainer(
     rows: list[dict[str, str]],
     base: str | Path,
@@ -47,26 +52,29 @@ def completion_trainer(
     *,
     seed: int = 0,
     dtype: str = "auto",
+    callbacks: Sequence[Any] = (),
     log: Callable[[str], None] = print,
 ) -> Any:
-    """The TRL ``SFTTrainer`` that ``train_completion_model`` trains with, before training:
-    its ``train_dataset`` holds the tokenised rows with their labels (-100 on the prompt)."""
-    import torch
+    """The TRL ``SFTTrainer`` that ``train_completion_model`` runs, ready to train.
+
+    fp32 master weights with the autocast ``diffchat.device.train_precision`` picks for
+    ``dtype`` (the compute precision, a profile's ``models.dtype``); completion-only loss
+    (its collator sets the labels of the prompt's tokens to -100); LoRA or frozen layers as
+    ``cfg`` says. Scratch files go to ``out_dir/trainer``. Its ``train_dataset`` holds the
+    tokenised rows with their labels (``row_loss`` reads one).
+    """
     from datasets import Dataset
-    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from diffchat.device import pick_device, pick_dtype
+    from diffchat.device import MASTER_DTYPE, pick_device, train_precision
     from diffchat.loading import freeze_all_but_last, load_causal_lm, load_tokenizer
 
     if not rows:
         raise ValueError("no training rows: the dataset is empty")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     device = pick_device()
-    torch_dtype = pick_dtype(device, dtype)
+    precision = train_precision(device, dtype)
     tokenizer = load_tokenizer(base)
-    model = load_causal_lm(base, dtype=str(torch_dtype).replace("torch.", ""), device=device)
+    model = load_causal_lm(base, dtype=str(MASTER_DTYPE).replace("torch.", ""), device=device)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     _check_room(rows, tokenizer, cfg.max_length, log)
@@ -79,10 +87,9 @@ def completion_trainer(
     elif cfg.unfreeze_layers is not None:
         freeze_all_but_last(model, cfg.unfreeze_layers)
 
-    steps_per_epoch = math.ceil(len(rows) / (cfg.batch_size * cfg.grad_accum))
-    total_steps = cfg.max_steps or math.ceil(steps_per_epoch * cfg.epochs)
+    total_steps = _total_steps(len(rows), cfg)
     args = SFTConfig(
-        output_dir=str(out_dir / "trainer"),
+        output_dir=str(Path(out_dir) / "trainer"),
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr,
@@ -98,19 +105,14 @@ def completion_trainer(
         save_strategy="no",
         report_to="none",
         seed=seed,
-        bf16=torch_dtype == torch.bfloat16,
+        **precision.trainer_flags,
         use_cpu=device.type == "cpu",
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
-
-    class _Progress(TrainerCallback):
-        def on_log(self, a, state, control, logs=None, **kw):
-            if logs and "loss" in logs and state.global_step % max(1, total_steps // 10) == 0:
-                log(f"step {state.global_step}/{total_steps} loss {logs['loss']:.4f}")
-
-    return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                      processing_class=tokenizer, peft_config=peft_config, callbacks=[_Progress()])
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks))
+    return trainer
 
 
 def train_completion_model(
@@ -127,11 +129,28 @@ def train_completion_model(
 
     ``cfg`` is a Table 3 column (or a profile's scaled-down version): epochs or max_steps,
     batch size, max length, learning rate, weight decay, layers to unfreeze, LoRA.
+    ``dtype`` is the compute precision (a profile's ``models.dtype``); weights train and are
+    saved in fp32 (``completion_trainer``).
     Returns the loss curve and timings; also written to ``out_dir/train_log.json``.
     """
+    from transformers import TrainerCallback
+
+    from diffchat.device import pick_device, train_precision
+
     out_dir = Path(out_dir)
-    trainer = completion_trainer(rows, base, out_dir, cfg, seed=seed, dtype=dtype, log=log)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    total_steps = _total_steps(len(rows), cfg)
+
+    class _Progress(TrainerCallback):
+        def on_log(self, a, state, control, logs=None, **kw):
+            if logs and "loss" in logs and state.global_step % max(1, total_steps // 10) == 0:
+                log(f"step {state.global_step}/{total_steps} loss {logs['loss']:.4f}")
+
+    trainer = completion_trainer(rows, base, out_dir, cfg, seed=seed, dtype=dtype, callbacks=[_Progress()],
+                                 log=log)
     tokenizer = trainer.processing_class
+    precision = train_precision(pick_device(), dtype)
+    log(f"training in {precision} on {trainer.args.device.type}")
     start = time.time()
     trainer.train()
     seconds = time.time() - start
@@ -148,6 +167,7 @@ def train_completion_model(
         "tokens_per_step_max": cfg.tokens_per_step(),
         "loss": history,
         "lora": cfg.lora,
+        "precision": str(precision),
     }
     (out_dir / "train_log.json").write_text(json.dumps(result, indent=2))
     shutil.rmtree(out_dir / "trainer", ignore_errors=True)

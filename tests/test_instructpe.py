@@ -156,3 +156,53 @@ def test_an_empty_split_is_reported_where_it_happens_and_skipped_downstream(trip
 def test_a_split_that_came_through_has_no_warning(triplets, tmp_path):
     _, funnel = assemble(triplets, rule_beautify, RuleTeacher(), tmp_path, progress=False)
     assert funnel.shortfall() is None
+
+
+def _pb_that_cannot_spell_unseen_subjects(texts):
+    """A PB stand-in that fails like the tiny PB model: it beautifies by rule, but spells a
+    subject its training never saw by its first three letters ('bottle' -> 'bot')."""
+    held = miniworld.held_out_subjects()
+    pretty = rule_beautify(texts)
+    return [" ".join(w[:3] if w in held else w for w in p.split(" ")) for p in pretty]
+
+
+@pytest.mark.parametrize("split", ["test_seen", "test_unseen"])
+def test_held_out_splits_keep_their_rows(split, tmp_path):
+    """Held-out mini-world splits keep >= 95% of their raw rows through assembly: the rule
+    teacher repeats the raw edit where its rules cannot undo it or cannot read the PB output,
+    and the quality filter marks rows instead of dropping them. Without the edit metadata
+    (as for real data) the unseen split loses rows at the teacher."""
+    from diffchat.instructpe import ci_quality_filter, keeps_every_row
+
+    triplets = miniworld.generate_triplets(150, seed=0, split=split)
+    assert keeps_every_row(split, triplets) and not keeps_every_row("train", triplets)
+    rows, funnel = assemble(triplets, _pb_that_cannot_spell_unseen_subjects, RuleTeacher(),
+                            tmp_path / "with", quality_filter=ci_quality_filter(0.7),
+                            keep_rows=True, progress=False)
+    assert len(rows) >= 0.95 * len(triplets), funnel.table()
+    assert {r["template"] for r in rows} == ({"T_A", "T_B"} if split == "test_unseen" else {"T_A"})
+    for row in rows:
+        assert row["beautified_source_prompt"] != row["beautified_target_prompt"]
+        assert isinstance(row["low_quality"], bool)
+
+    # Assembled as the training split is (and as before the fix), the unseen split loses rows.
+    without, _ = assemble(triplets, _pb_that_cannot_spell_unseen_subjects, RuleTeacher(),
+                          tmp_path / "without", quality_filter=ci_quality_filter(0.7), progress=False)
+    if split == "test_unseen":
+        assert len(without) < 0.8 * len(triplets)
+
+
+def test_transfer_edit_repeats_the_raw_edit_on_a_rewrite():
+    t = miniworld.transfer_edit
+    assert t("a portrait of a cat in a garden, oil painting, 8k", "a cat in a garden",
+             "a cat in a garden at night") == "a portrait of a cat in a garden at night, oil painting, 8k"
+    # The PB model spelt 'bottle' as 'bot': the edit still lands, the misspelling stays.
+    assert t("a spotted bot, mosaic", "a spotted bottle", "a blue spotted bottle") == \
+        "a blue spotted bot, mosaic"
+    assert t("a spotted bot, mosaic", "a spotted bottle", "a spotted vase") == "a spotted vase, mosaic"
+    # Undoing a removal puts the object back where it was.
+    assert t("a cat in a garden, 8k", "a cat in a garden", "a cat with a red hat in a garden") == \
+        "a cat with a red hat in a garden, 8k"
+    assert t("a cat, 8k", "a cat", "a cat") is None
+    # A removal whose object the rewrite already lost cannot be repeated.
+    assert t("a cat in a garden, 8k", "a cat with a hat in a garden", "a cat in a garden") is None

@@ -5,7 +5,8 @@ from diffchat.profiles import PROFILES, TEMPLATE_T, get_profile
 
 def test_paper_profile_carries_table3_and_a5():
     p = get_profile("paper")
-    assert (p.sft.epochs, p.sft.batch_size, p.sft.max_length, p.sft.lr) == (3, 64, 384, 2e-5)
+    assert (p.sft.epochs, p.sft.batch_size * p.sft.grad_accum, p.sft.max_length, p.sft.lr) == (3, 64, 384, 2e-5)
+    assert p.pb == p.sft and p.sft.batch_size <= 8, "Table 3's batch of 64, accumulated to fit 40 GB"
     assert p.sft.unfreeze_layers is None and p.sft.weight_decay == 0
     assert (p.rm.epochs, p.rm.batch_size, p.rm.lr, p.rm.weight_decay) == (1, 64, 5e-6, 1e-3)
     assert (p.rl.epochs, p.rl.batch_size, p.rl.lr, p.rl.unfreeze_layers, p.rl.weight_decay) == (

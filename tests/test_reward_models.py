@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from diffchat.profiles import TinyLMConfig, TrainConfig
 from diffchat.reward_models import (
@@ -120,6 +122,25 @@ def test_pickscore_model_reads_the_raw_prompt(tmp_path, base_model):
     assert enc["input_ids"][0][-1] == rm.tokenizer.eos_token_id
     with pytest.raises(ValueError, match="2 prompts but 1 raw"):
         rm.predict(prompts[:2], raws[:1])
+
+
+def test_reward_model_trains_fp32_master_weights_under_bf16_autocast(tmp_path, base_model):
+    """One step at Table 3's RM learning rate (5e-6) with bf16 compute moves fp32 weights that
+    a bf16 copy could not hold (see diffchat.device)."""
+    from safetensors.torch import load_file
+
+    cfg = TrainConfig(epochs=1, batch_size=8, max_length=12, lr=5e-6, unfreeze_layers=None,
+                      weight_decay=0.0, max_steps=1)
+    result = train_reward_model(synthetic_rows(8, seed=5), "aesthetic", base_model, tmp_path, cfg,
+                                dtype="bfloat16")
+    assert result["precision"] == "fp32 master weights, bf16 autocast"
+    name = "transformer.ln_f.weight"
+    before = load_file(Path(base_model) / "model.safetensors")[name]
+    after = load_file(tmp_path / "model.safetensors")[name]
+    moved = after != before
+    assert after.dtype == torch.float32 and moved.any()
+    as_bf16 = before.to(torch.bfloat16)
+    assert torch.equal((as_bf16 + (after - before).to(torch.bfloat16))[moved], as_bf16[moved])
 
 
 def test_plot_reward_fit_draws_on_an_axes():

@@ -9,7 +9,7 @@ import torch
 
 from diffchat.cli import main
 from diffchat.data import miniworld
-from diffchat.loading import tiny_base
+from diffchat.loading import load_tokenizer, tiny_base
 from diffchat.model import DiffChat
 from diffchat.pb import PB_TEMPLATE, PBModel, evaluate_pb, mentions_any_tag, pb_rows, source_tags
 from diffchat.profiles import TEMPLATE_T, TinyLMConfig, TrainConfig
@@ -76,24 +76,56 @@ def test_training_saves_a_model_and_its_loss_curve(trained):
 
 
 def test_loss_is_on_the_completion_only(base, tmp_path):
-    """The collator masks the prompt: labels are -100 exactly over T(x, i)."""
-    from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    from diffchat.loading import load_causal_lm, load_tokenizer
-
+    """The package's own SFT trainer masks T(x, i) out of the loss: its collator gives every
+    template and input token the label -100, and every token of y (and the EOS) its id."""
     tok = load_tokenizer(base)
     rows = sft_rows(_rows(4))
-    trainer = SFTTrainer(model=load_causal_lm(base), processing_class=tok,
-                         train_dataset=Dataset.from_list(rows),
-                         args=SFTConfig(output_dir=str(tmp_path), completion_only_loss=True,
-                                        max_length=128, report_to="none", use_cpu=True))
-    batch = trainer.data_collator([trainer.train_dataset[0]])
-    labels = batch["labels"][0]
-    n_prompt = len(tok(rows[0]["prompt"], add_special_tokens=False)["input_ids"])
-    assert (labels[:n_prompt] == -100).all()
-    assert labels[-1].item() == tok.eos_token_id, "EOS is appended to the completion"
-    assert (labels[n_prompt:] != -100).all()
+    trainer = completion_trainer(rows, base, tmp_path, TrainConfig(**{**QUICK.__dict__, "max_length": 256}))
+    for n, row in enumerate(rows[:2]):
+        batch = trainer.data_collator([trainer.train_dataset[n]])
+        ids, labels = batch["input_ids"][0], batch["labels"][0]
+        prompt = tok(row["prompt"], add_special_tokens=False)["input_ids"]
+        completion = tok(row["completion"], add_special_tokens=False)["input_ids"]
+        assert ids.tolist() == prompt + completion + [tok.eos_token_id]
+        assert (labels[:len(prompt)] == -100).all(), "template and input tokens carry no loss"
+        assert labels[len(prompt):].tolist() == completion + [tok.eos_token_id], "y and EOS do"
+    # The template's own words are among the masked tokens.
+    head = tok(TEMPLATE_T.split("{x}")[0].rstrip(), add_special_tokens=False)["input_ids"]
+    assert ids[:len(head)].tolist() == head and (labels[:len(head)] == -100).all()
+
+
+def test_fp32_master_weights_keep_updates_that_pure_bf16_loses(base, tmp_path):
+    """One SFT step at Table 3's learning rate (2e-5) with bf16 autocast moves the final
+    LayerNorm's fp32 weights (near 1.0) by about 2e-5; bf16 weights, 2^-7 apart there, would
+    round the same step away and not move at all (what AdamW on bf16 parameters did)."""
+    from safetensors.torch import load_file
+
+    one_step = TrainConfig(epochs=1, batch_size=4, max_length=96, lr=2e-5, unfreeze_layers=None,
+                           weight_decay=0.0, max_steps=1)
+    log = train_completion_model(sft_rows(_rows(4)), base, tmp_path, one_step, dtype="bfloat16",
+                                 log=lambda s: None)
+    assert log["precision"] == "fp32 master weights, bf16 autocast" and log["steps"] == 1
+    name = "transformer.ln_f.weight"
+    before, after = load_file(base / "model.safetensors")[name], load_file(tmp_path / "model.safetensors")[name]
+    assert after.dtype == torch.float32, "the trained weights are the fp32 master weights"
+    step = after - before
+    moved = step != 0
+    assert moved.float().mean() > 0.5 and step.abs().max() < 1e-4
+    as_bf16 = before.to(torch.bfloat16)
+    assert torch.equal((as_bf16 + step.to(torch.bfloat16))[moved], as_bf16[moved]), \
+        "the same step applied to bf16 weights changes none of them"
+
+
+def test_training_precision_is_decided_in_one_place():
+    from diffchat.device import train_precision
+
+    cpu = torch.device("cpu")
+    assert str(train_precision(cpu)) == "fp32" and train_precision(cpu).trainer_flags == {"bf16": False, "fp16": False}
+    assert train_precision(cpu, "bfloat16").trainer_flags == {"bf16": True, "fp16": False}
+    with pytest.raises(ValueError, match="fp16 training needs a CUDA GPU"):
+        train_precision(cpu, "float16")
+    with pytest.raises(ValueError, match="training precision 'half'"):
+        train_precision(cpu, "half")
 
 
 def test_row_loss_is_the_trainers_and_equals_cross_entropy_by_hand(trained, tmp_path):

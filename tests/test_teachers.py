@@ -564,3 +564,21 @@ def test_rule_teacher_writes_targets_and_sources(tmp_path):
     failures = (tmp_path / FAILURES_FILE).read_text().splitlines()
     assert len(failures) == undoable.count(False)
     assert all("rule teacher cannot" in json.loads(line)["error"] for line in failures)
+
+
+def test_rule_teacher_repeats_the_raw_edit_it_is_given(tmp_path):
+    """A removal cannot be undone from y and i; with the mini-world's raw edit it can."""
+    teacher = make_teacher("rule", tmp_path)
+    y, i = "a cat in a garden, oil painting, 8k", "remove the hat"
+    raw = ("a cat with a red hat in a garden", "a cat in a garden")
+    with pytest.raises(TeacherError, match="rule teacher cannot write source"):
+        teacher.write_source(y, i)
+    known = Request("write_source", y, i, raw_edit=raw)
+    assert teacher.ask(known) == "a cat with a red hat in a garden, oil painting, 8k"
+    assert teacher.key(known) != teacher.key(Request("write_source", y, i))
+    assert known.messages == Request("write_source", y, i).messages, "LLM teachers never see it"
+    # Rules come first: an edit they can apply is applied by rule, not copied.
+    x = "a teal elephant in a theater, oil painting, 8k"
+    swap = Request("write_target", x, "swap the elephant for a squirrel",
+                   raw_edit=("a elephant", "a rabbit"))
+    assert teacher.ask(swap) == "a teal squirrel in a theater, oil painting, 8k"

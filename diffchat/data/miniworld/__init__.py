@@ -10,11 +10,17 @@ Modules, each importing only the ones above it:
 - `vocabulary`: the word lists, held-out subjects, quality tags;
 - `grammar`: the caption grammar, parsing and rendering captions and prompts;
 - `instructions`: instruction templates, writing and parsing instructions;
-- `edits`: applying and inverting instructions by rule (the tiny profile's teacher);
+- `edits`: applying and inverting instructions by rule, repeating a raw edit (the tiny
+  profile's teacher);
 - `generate`: triplets, PB pairs, the data stage's files, the tokenizer's texts.
 """
 
-from diffchat.data.miniworld.edits import apply_instruction, invert_instruction, simplify_prompt
+from diffchat.data.miniworld.edits import (
+    apply_instruction,
+    invert_instruction,
+    simplify_prompt,
+    transfer_edit,
+)
 from diffchat.data.miniworld.generate import (
     SPLITS,
     TEST_SEEN_BUCKETS,
@@ -88,6 +94,7 @@ __all__ = [
     "sample_triplet",
     "simplify_prompt",
     "split_of",
+    "transfer_edit",
     "triplet_rng",
     "vocabulary_texts",
     "word_lists",

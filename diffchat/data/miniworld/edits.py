@@ -6,6 +6,9 @@ Edit kinds and whether `invert_instruction` (T_B: write x from y and i) can undo
 - color, style, medium, time, weather, mood: only when the instruction names the old value
   ("change the time from night to dawn", "make it sunny instead of rainy");
 - remove: never (the removed object's colour and place are in neither y nor i).
+
+Where the mini-world made the edit itself, it knows the raw pair (x_o, y_o): `transfer_edit`
+repeats that word-level change on a beautified prompt, even one the grammar cannot parse.
 """
 
 from __future__ import annotations
@@ -141,3 +144,44 @@ def invert_instruction(target: str, instruction: str) -> str | None:
         return None
     source = undone.render()
     return source if apply_instruction(source, instruction) == parsed.render() else None
+
+
+def transfer_edit(text: str, before: str, after: str) -> str | None:
+    """``text`` (a rewrite of ``before``) changed the way ``before`` changed into ``after``.
+
+    The mini-world knows the raw edit it made (``before`` -> ``after``, simplified captions);
+    a teacher given a beautified version of one side writes the other by making the same
+    word-level change at the aligned place in its caption (the part before the first comma),
+    keeping everything else: the tags, and any words the PB model got wrong. Words are aligned
+    with difflib, ignoring case; a change that falls on words the rewrite altered replaces
+    them. None when the raw edit changes nothing, or nothing in ``text`` (the words it
+    removes are not there), or leaves an empty caption.
+    """
+    from difflib import SequenceMatcher
+
+    caption, comma, tail = text.partition(",")
+    src, dst, words = before.lower().split(), after.lower().split(), caption.split()
+    align = SequenceMatcher(None, src, [w.lower() for w in words], autojunk=False).get_opcodes()
+
+    def start(i: int) -> int:
+        """Where the word src[i] (or what the rewrite made of it) starts in the caption."""
+        for tag, i1, i2, j1, _ in align:
+            if i1 <= i < i2:
+                return j1 + (i - i1) if tag == "equal" else j1
+        return len(words)
+
+    def end(i: int) -> int:
+        """Where the words before src[i] end in the caption: an insertion point."""
+        for tag, i1, i2, _, j2 in align:
+            if i1 < i <= i2:
+                return j2 - (i2 - i) if tag == "equal" else j2
+        return 0
+
+    changes = [(end(i1), end(i1), dst[j1:j2]) if i1 == i2 else (start(i1), end(i2), dst[j1:j2])
+               for tag, i1, i2, j1, j2 in SequenceMatcher(None, src, dst, autojunk=False).get_opcodes()
+               if tag != "equal"]
+    edited = list(words)
+    for lo, hi, new in sorted(changes, key=lambda c: c[0], reverse=True):
+        edited[lo:max(lo, hi)] = new
+    result = " ".join(edited) + comma + tail
+    return result if changes and edited and result != text else None

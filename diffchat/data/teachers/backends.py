@@ -335,11 +335,25 @@ class RuleTeacher(Teacher):
     """Deterministic offline teacher for the tiny profile, built on the mini-world's rules.
 
     T_A and T_B apply or invert the instruction with the mini-world's edit rules; the
-    summary (Fig. 9) is ``miniworld.simplify_prompt``, the inverse of its beautification. A request the rules cannot answer
-    is a ``TeacherError``, which ``ask_many`` records and skips.
+    summary (Fig. 9) is ``miniworld.simplify_prompt``, the inverse of its beautification.
+
+    The rules cannot undo every edit from y and i (a removal, "make it night" without the old
+    time) and cannot read a prompt whose caption the PB model got wrong (an unseen subject
+    spelt as a seen one). An LLM teacher would still answer those; so when the request carries
+    the raw edit the mini-world made (``Request.raw_edit``), the rule teacher repeats that edit
+    on the prompt (``miniworld.transfer_edit``). Without it (real data) a request the rules
+    cannot answer is a ``TeacherError``, which ``ask_many`` records and skips.
     """
 
     name = "rule"
+
+    def key(self, request: Request) -> str:
+        """The request's key, and the raw edit's when there is one (the answer may use it)."""
+        base = super().key(request)
+        if request.raw_edit is None:
+            return base
+        blob = json.dumps([base, list(request.raw_edit)], ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     def _answer(self, request: Request) -> str:
         from diffchat.data import miniworld
@@ -350,6 +364,10 @@ class RuleTeacher(Teacher):
             answer = miniworld.apply_instruction(request.text, request.instruction)
         else:
             answer = miniworld.invert_instruction(request.text, request.instruction)
+        if not answer and request.raw_edit is not None and request.task != "summarise":
+            x_o, y_o = request.raw_edit
+            before, after = (x_o, y_o) if request.task == "write_target" else (y_o, x_o)
+            answer = miniworld.transfer_edit(request.text, before, after)
         if not answer:
             raise TeacherError(
                 f"rule teacher cannot {request.task.replace('_', ' ')} for "

@@ -126,6 +126,9 @@ class Request:
     task: str  # 'summarise' (Fig. 9), 'write_target' (T_A) or 'write_source' (T_B)
     text: str  # the prompt to summarise, x (T_A) or y (T_B)
     instruction: str = ""
+    # The raw edit (x_o, y_o) where the data generator made it (the mini-world): the rule
+    # teacher may repeat it when its rules cannot read the prompt. Not part of the messages.
+    raw_edit: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
