@@ -145,12 +145,14 @@ def course_summary(profile: str, root: str | os.PathLike) -> str:
             f"{name} {r['spearman']:.2f}" for name, r in rm.items() if isinstance(r, dict) and "spearman" in r))
     for name in ("ppo", "ppo_no_pi_plus", "ppo_no_pi_minus", "ppo_no_vci"):
         ppo = done.get(name) or {}
-        held = ppo.get("test_seen")
+        held, seen = ppo.get("held_out"), (ppo.get("test_seen") or {})
         if held:
             sft, new = held["sft"], held["ppo"]
-            lines.append(f"  {name} (05): reward {sft['reward']:.3f} -> {new['reward']:.3f}, raw CI "
-                         f"{sft['ci_raw']:.3f} -> {new['ci_raw']:.3f}, edit {sft.get('edit', float('nan')):.3f} -> "
-                         f"{new.get('edit', float('nan')):.3f} (test_seen, SFT -> PPO), max KL {ppo['max_kl']:.2f}")
+            edit = (f"; seen-subject edit {seen['sft']['edit']:.3f} -> {seen['ppo']['edit']:.3f}"
+                    if "edit" in seen.get("sft", {}) else "")
+            lines.append(f"  {name} (05): held-out reward {sft['reward']:.3f} -> {new['reward']:.3f}, raw CI "
+                         f"{sft['ci_raw']:.3f} -> {new['ci_raw']:.3f} (SFT -> PPO, n={new['n']}){edit}; "
+                         f"max KL {ppo['max_kl']:.2f}")
     if (done.get("eval") or {}).get("methods"):
         lines.append(f"  evaluation (06): Table 1 in {folder / 'eval' / 'table1.md'}")
     lines += [f"  executed notebooks: {folder / 'notebooks'}",

@@ -17,12 +17,14 @@ def test_summary_gives_each_finished_stage_its_headline(tmp_path):
                                                             "exact": 0.7653, "append_edit": 0.6531}})
     _manifest(tmp_path, "rewards", {"aesthetic": {"spearman": 0.6263}, "pickscore": {"spearman": 0.5086}})
     held = {"sft": {"reward": 0.959, "ci_raw": 0.972, "edit": 0.878}, "ppo": {"reward": 0.97, "ci_raw": 0.98, "edit": 0.88}}
-    _manifest(tmp_path, "ppo", {"max_kl": 0.53, "test_seen": held})
+    _manifest(tmp_path, "ppo", {"max_kl": 0.53, "test_seen": held,
+                                "held_out": {k: {**v, "n": 200} for k, v in held.items()}})
     text = course_summary("tiny", tmp_path)
     assert "keeps 0.84 of the input's keywords" in text
     assert "test_seen: edit 0.878, strict 0.786, exact 0.765 (append baseline edit 0.653)" in text
     assert "Spearman aesthetic 0.63, pickscore 0.51" in text
-    assert "reward 0.959 -> 0.970" in text and "max KL 0.53" in text
+    assert "held-out reward 0.959 -> 0.970" in text and "n=200" in text and "max KL 0.53" in text
+    assert "seen-subject edit 0.878 -> 0.880" in text
     assert "diffchat chat --profile tiny" in text
     assert "evaluation (06)" not in text  # no eval run: no line pointing at a missing table
 

@@ -2,9 +2,10 @@
 
 ``ppo`` trains with pi+, pi- and VCI; ``ppo_no_pi_plus``, ``ppo_no_pi_minus`` and
 ``ppo_no_vci`` switch one of them off (Fig. 7, Table 2). After training, the stage compares
-the PPO model with the SFT model it started from on the held-out seen-subject split:
-mean sequence reward and its terms (greedy rewrites scored by the same reward as training),
-mean raw CI, and edit accuracy, and records the KL to the reference over training.
+the PPO model with the SFT model it started from on the held-out splits (seen and unseen
+subjects, and both together): mean sequence reward and its terms (greedy rewrites scored by
+the same reward as training), mean raw CI, and edit accuracy, and records the KL to the
+reference over training.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from diffchat.data.collect import read_instructpe
 from diffchat.pipeline import ppo_settings
 from diffchat.runner import StageContext, train_once, write_json
 
-EVAL_SPLIT = "test_seen"
+HELD_OUT = ("test_seen", "test_unseen")
 
-def evaluate_against_sft(ppo_dir, sft_dir, rewards_dir, rows: list[dict], cfg) -> dict[str, Any]:
+
+def evaluate_against_sft(ppo_dir, sft_dir, rewards_dir, splits: dict[str, list[dict]], cfg) -> dict[str, Any]:
     """SFT and PPO models' greedy rewrites of the same held-out rows, scored by the training
-    reward and by the mini-world's edit metrics."""
+    reward and by the mini-world's edit metrics: per split, and over all of them ("held_out")."""
     from diffchat.edit_metrics import evaluate_rewrites
     from diffchat.model import DiffChat
     from diffchat.ppo.rewards import SequenceReward
@@ -28,20 +30,29 @@ def evaluate_against_sft(ppo_dir, sft_dir, rewards_dir, rows: list[dict], cfg) -
 
     reward = SequenceReward(TextRewardModel.from_pretrained(rewards_dir / "rm_aesthetic"),
                             TextRewardModel.from_pretrained(rewards_dir / "rm_pickscore"), cfg)
-    results, examples = {}, {}
+    rows = [r for split_rows in splits.values() for r in split_rows]
+    outputs, terms = {}, {}
     for method, folder in (("sft", sft_dir), ("ppo", ppo_dir)):
         model = DiffChat.from_pretrained(folder, max_length=max(cfg.max_new_tokens * 2, 192))
-        outputs = model.rewrite_batch([r["beautified_source_prompt"] for r in rows],
-                                      [r["instruction"] for r in rows])
-        _, terms = reward(rows, outputs)
-        mean = {k: round(sum(v) / len(v), 4) for k, v in terms.items()}
-        edits = evaluate_rewrites(rows, outputs)["all"] if all("kind" in r for r in rows) else {}
-        results[method] = {**mean, **{k: edits[k] for k in ("edit", "strict", "exact") if k in edits},
-                           "n": len(rows)}
-        examples[method] = outputs[:8]
-    shown = [{"x": r["beautified_source_prompt"], "i": r["instruction"], "sft": s, "ppo": p}
-             for r, s, p in zip(rows[:8], examples["sft"], examples["ppo"])]
-    return {"results": results, "examples": shown}
+        outputs[method] = model.rewrite_batch([r["beautified_source_prompt"] for r in rows],
+                                              [r["instruction"] for r in rows])
+        terms[method] = reward(rows, outputs[method])[1]
+    spans, start = {}, 0
+    for name, split_rows in splits.items():
+        spans[name], start = (start, start + len(split_rows)), start + len(split_rows)
+    spans["held_out"] = (0, len(rows))
+    report = {}
+    for name, (a, b) in spans.items():
+        part = rows[a:b]
+        results = {}
+        for method in outputs:
+            mean = {k: round(sum(v[a:b]) / (b - a), 4) for k, v in terms[method].items()}
+            edits = evaluate_rewrites(part, outputs[method][a:b])["all"] if all("kind" in r for r in part) else {}
+            results[method] = {**mean, **{k: edits[k] for k in ("edit", "strict", "exact") if k in edits}, "n": b - a}
+        shown = [{"x": r["beautified_source_prompt"], "i": r["instruction"], "sft": s, "ppo": p}
+                 for r, s, p in zip(part[:8], outputs["sft"][a:b], outputs["ppo"][a:b])]
+        report[name] = {"results": results, "examples": shown}
+    return report
 
 
 def ppo_stage(ctx: StageContext) -> dict[str, Any]:
@@ -65,15 +76,15 @@ def ppo_stage(ctx: StageContext) -> dict[str, Any]:
 
     train_once(ctx, train, resumable=True)
     log = json.loads((ctx.out / "ppo_log.json").read_text())
-    held_out = read_instructpe(ctx.input("instructpe"), EVAL_SPLIT)
-    evaluation = evaluate_against_sft(ctx.out, sft_dir, rewards_dir, held_out, cfg) if held_out else {}
+    splits = {name: read_instructpe(ctx.input("instructpe"), name) for name in HELD_OUT}
+    splits = {name: rows for name, rows in splits.items() if rows}
+    evaluation = evaluate_against_sft(ctx.out, sft_dir, rewards_dir, splits, cfg) if splits else {}
     history = log["iterations"]
-    write_json(ctx.out / "ppo_eval.json", {"split": EVAL_SPLIT, **evaluation})
+    write_json(ctx.out / "ppo_eval.json", evaluation)
     summary: dict[str, Any] = {
         "iterations": len(history),
         "max_kl": round(max(h["kl"] for h in history), 4),
         "seconds_per_iteration": round(sum(h["seconds"] for h in history) / len(history), 2),
     }
-    if evaluation:
-        summary[EVAL_SPLIT] = evaluation["results"]
+    summary.update({name: part["results"] for name, part in evaluation.items()})
     return summary
