@@ -73,8 +73,8 @@ def _shared_prefix(rows: list[list[int]]) -> int:
 def greedy_batch(model, rows: list[list[int]], *, max_new_tokens: int, eos_token_id: int,
                  pad_token_id: int, no_repeat_output_ngram: int = 0) -> list[list[int]]:
     """Greedy continuations of token-id rows (the new ids, up to and including EOS): the same
-    tokens as ``model.generate(do_sample=False)`` with left padding and ``NoRepeatOutputNGram``,
-    with less arithmetic. The prefix every row shares (a template's instruction) runs once; the
+    tokens as ``model.generate(do_sample=False)`` with left padding and ``NoRepeatOutputNGram``
+    (up to float rounding, which any change of batch shape brings), with less arithmetic. The prefix every row shares (a template's instruction) runs once; the
     rest is padded between it and each row's own tokens (positions follow the attention mask,
     as in ``generate``); a row that ends leaves the batch (its cache rows dropped), where
     ``generate`` keeps computing it until the last row ends.
@@ -188,9 +188,11 @@ class TemplateLM:
         return self.template.format(**{**fields, self.field: short})
 
     def auto_batch_size(self) -> int:
-        """Rows per generate call: hundreds where the device has room. With these model sizes a
-        decoding step costs little more at 128 rows than at 16 on a CPU (the per-step overhead
-        dominates), and a GPU with free memory takes 512."""
+        """Rows per batch: hundreds where the device has room. A decoding step has a fixed cost
+        that a larger batch shares, and a finished row leaves the batch (``greedy_batch``), so a
+        large batch wastes nothing on short answers; on a CPU the cache a step copies grows with
+        the batch, and 128 rows beat 64 and 200 for the tiny PB model. A GPU with free memory
+        takes 512."""
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             return 512 if free > 8 * 2**30 else 128
