@@ -74,10 +74,13 @@ def greedy_batch(model, rows: list[list[int]], *, max_new_tokens: int, eos_token
                  pad_token_id: int, no_repeat_output_ngram: int = 0) -> list[list[int]]:
     """Greedy continuations of token-id rows (the new ids, up to and including EOS): the same
     tokens as ``model.generate(do_sample=False)`` with left padding and ``NoRepeatOutputNGram``
-    (up to float rounding, which any change of batch shape brings), with less arithmetic. The prefix every row shares (a template's instruction) runs once; the
-    rest is padded between it and each row's own tokens (positions follow the attention mask,
-    as in ``generate``); a row that ends leaves the batch (its cache rows dropped), where
-    ``generate`` keeps computing it until the last row ends.
+    (up to float rounding, which any change of batch shape brings), with less arithmetic.
+
+    The prefix every row shares (a template's instruction) runs once, for one row; the rest is
+    padded between it and each row's own tokens (positions follow the attention mask, as in
+    ``generate``). A row that ends leaves the batch (its cache rows dropped), where ``generate``
+    keeps computing it until the last row ends; the n-gram rule keeps, per row, the tokens that
+    followed each (n-1)-gram of the output, instead of rescanning the output every step.
     """
     dev, n = model.device, no_repeat_output_ngram
     takes_positions = "position_ids" in inspect.signature(model.forward).parameters
