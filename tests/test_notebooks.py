@@ -38,9 +38,10 @@ def test_notebook_runs(path, course_runs, tmp_path):
 PB_MIN_KEEP_CI = 0.6
 PB_MIN_TAGGED = 0.8
 SFT_MIN_EXACT = 0.3
-# PPO must not undo SFT and must stay near its reference. The held-out split has ~100 rows, so one
-# row moves edit accuracy by 0.01: measured in CI's run, PPO changed reward by -0.001 and edit
-# accuracy by -0.010; the bar allows five rows.
+# PPO must not undo SFT and must stay near its reference. Held-out = both test splits (~200 rows);
+# the seen split has ~100 rows, so one row moves its edit accuracy by 0.01. Measured on CI's run
+# (seeds 0 and 1): held-out reward +0.020 / +0.009, raw CI +0.010 / +0.003, seen edit -0.010 /
+# -0.020 (PPO - SFT); the bar allows five rows.
 PPO_MAX_DROP = 0.05
 PPO_MAX_KL = 5.0
 
@@ -67,7 +68,10 @@ def test_ppo_keeps_what_sft_learned(course_runs):
 
     profile = get_profile("tiny")
     summary = pipeline.read_manifest("ppo", profile, course_runs)["summary"]
-    sft, ppo = summary["test_seen"]["sft"], summary["test_seen"]["ppo"]
+    held, seen = summary["held_out"], summary["test_seen"]
     assert summary["max_kl"] <= PPO_MAX_KL, summary
-    for key in ("reward", "ci_raw", "edit"):
-        assert ppo[key] >= sft[key] - PPO_MAX_DROP, f"PPO lowered {key}: SFT {sft[key]}, PPO {ppo[key]}"
+    for key in ("reward", "ci_raw"):
+        assert held["ppo"][key] >= held["sft"][key] - PPO_MAX_DROP, (
+            f"PPO lowered held-out {key}: SFT {held['sft'][key]}, PPO {held['ppo'][key]}")
+    assert seen["ppo"]["edit"] >= seen["sft"]["edit"] - PPO_MAX_DROP, (
+        f"PPO lowered seen-subject edit accuracy: SFT {seen['sft']['edit']}, PPO {seen['ppo']['edit']}")
