@@ -119,8 +119,8 @@ class TypicalSampling:
 
     Keeps the tokens whose surprisal -log p is closest to the entropy H, in that order,
     until they hold mass p, and masks the rest. The same tokens as transformers'
-    ``TypicalLogitsWarper``, which sorts the whole vocabulary at every step (7 ms for
-    32 x 4,000 on one CPU thread, more than the tiny model's forward pass): here the
+    ``TypicalLogitsWarper``, which sorts the whole vocabulary at every step (on a CPU that
+    costs more than the tiny model's forward pass, ``benchmarks/bench_ppo.py --parts``): here the
     `k` most typical tokens are found by ``topk``, and only rows whose k tokens hold
     less than p (a flat distribution, e.g. a random-init model) fall back to a sort.
     """
