@@ -324,6 +324,9 @@ SMALL = Profile(
     ),
     data=DataConfig(source="miniworld", n_triplets=20_000, n_pb_pairs=5_000, n_test=300,
                     n_reward_labels=2_000),
+    # SFT and PB keep PAPER_SFT's activation checkpointing, for a laptop's memory: off, one CPU
+    # step took 20.2 s instead of 22.7 s but the process peaked at 7.4 GB instead of 4.7 GB
+    # (`benchmarks/bench_train.py --small --warmup 1 --steps 2`, mini-world rows).
     sft=replace(PAPER_SFT, epochs=1, batch_size=16, max_length=192, lr=2e-4, lora=True, max_steps=300),
     pb=replace(PAPER_SFT, epochs=1, batch_size=16, max_length=192, lr=2e-4, lora=True, max_steps=200),
     rm=replace(PAPER_RM, batch_size=32, max_length=128, lr=1e-4, max_steps=200),
@@ -345,10 +348,15 @@ TINY = Profile(
     # A scratch run on 2 CPU cores: hidden 128, 4 layers, batch 16, lr 3e-3 (DESIGN 2).
     # SFT from the PB model: 1000 steps reached 0.94 edit accuracy on seen subjects, where
     # 1500 steps from the random base reached 0.79 (same InstructPE, measured).
+    # Activation checkpointing off: the same arithmetic, and on one thread at 16 x 128 turning it
+    # off saved 13% to 16% CPU a step over two runs, random or length-grouped batches (e.g.
+    # 0.447 -> 0.387 s; glibc malloc holding freed memory: benchmarks/bench_train.py; with its
+    # default malloc, page zeroing by the kernel swings from run to run and hides it). What it
+    # would save is a few MB a row.
     sft=TrainConfig(epochs=1, batch_size=16, max_length=128, lr=3e-3, unfreeze_layers=None,
-                    weight_decay=0.0, max_steps=1000, warmup_ratio=0.03),
+                    weight_decay=0.0, max_steps=1000, warmup_ratio=0.03, activation_checkpointing=False),
     pb=TrainConfig(epochs=1, batch_size=16, max_length=128, lr=3e-3, unfreeze_layers=None,
-                   weight_decay=0.0, max_steps=1500, warmup_ratio=0.03),
+                   weight_decay=0.0, max_steps=1500, warmup_ratio=0.03, activation_checkpointing=False),
     rm=TrainConfig(epochs=3, batch_size=32, max_length=64, lr=1e-3, unfreeze_layers=None,
                    weight_decay=1e-3),
     # max_length: T(x, i) of a tiny prompt takes up to ~100 tokens, plus 48 new ones (128 cut inputs).
