@@ -94,10 +94,20 @@ class TrainConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     warmup_ratio: float = 0.0
+    # Recompute each block's activations in the backward pass instead of keeping them: the same
+    # arithmetic (bit-identical weights, tests/test_sft.py), less memory, more time. Read by the
+    # SFT and PB trainer (diffchat.sft, where TRL's default is on); the RM trainer and PPO never
+    # checkpoint. A profile turns it on where memory is short.
+    activation_checkpointing: bool = False
 
     def tokens_per_step(self) -> int:
         """The most tokens one optimiser step sees: batch size x accumulation x max length."""
         return self.batch_size * self.grad_accum * self.max_length
+
+
+# TrainConfig fields that change how fast a phase runs, never what it computes: left out of the
+# stages' keys (Profile.section), so that turning one reuses the stages a run has finished.
+SPEED_ONLY = ("activation_checkpointing",)
 
 
 @dataclass(frozen=True)
@@ -186,8 +196,9 @@ class Profile:
     template: str = TEMPLATE_T
 
     def section(self, name: str) -> dict[str, Any]:
-        """One section as plain data (what a stage's manifest records)."""
-        return dataclasses.asdict(getattr(self, name))
+        """One section as plain data (what a stage's key and manifest record), less the fields
+        that change only speed (``SPEED_ONLY``)."""
+        return {k: v for k, v in dataclasses.asdict(getattr(self, name)).items() if k not in SPEED_ONLY}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -226,6 +237,11 @@ PAPER_SFT = TrainConfig(
     lr=2e-5,  # Table 3 SFT: Learning Rate
     unfreeze_layers=None,  # Table 3 SFT: Unfreezing Layers = All
     weight_decay=0.0,  # Table 3 SFT: Weight Decay
+    # Ours: on, for memory. Of the ~33 GB estimated below for 8 rows x 384 tokens, the blocks'
+    # activations are ~6 GB (~0.8 GB a row); checkpointing keeps only each block's input
+    # (~30 MB a row), headroom on a 40 GB A100 for an estimate not yet measured, at the cost of
+    # one more forward pass of the blocks a step.
+    activation_checkpointing=True,
 )
 # Table 3's SFT batch of 64 as 8 rows x 8 accumulation steps, to fit a 40 GB A100 (Colab).
 # Estimated, not measured, for bloom-1b1 (1.07B parameters, vocabulary 250,880) at 384 tokens:
@@ -308,6 +324,9 @@ SMALL = Profile(
     ),
     data=DataConfig(source="miniworld", n_triplets=20_000, n_pb_pairs=5_000, n_test=300,
                     n_reward_labels=2_000),
+    # SFT and PB keep PAPER_SFT's activation checkpointing, for a laptop's memory: off, one CPU
+    # step took 20.2 s instead of 22.7 s but the process peaked at 7.4 GB instead of 4.7 GB
+    # (`benchmarks/bench_train.py --small --warmup 1 --steps 2`, mini-world rows).
     sft=replace(PAPER_SFT, epochs=1, batch_size=16, max_length=192, lr=2e-4, lora=True, max_steps=300),
     pb=replace(PAPER_SFT, epochs=1, batch_size=16, max_length=192, lr=2e-4, lora=True, max_steps=200),
     rm=replace(PAPER_RM, batch_size=32, max_length=128, lr=1e-4, max_steps=200),
@@ -329,10 +348,15 @@ TINY = Profile(
     # A scratch run on 2 CPU cores: hidden 128, 4 layers, batch 16, lr 3e-3 (DESIGN 2).
     # SFT from the PB model: 1000 steps reached 0.94 edit accuracy on seen subjects, where
     # 1500 steps from the random base reached 0.79 (same InstructPE, measured).
+    # Activation checkpointing off: the same arithmetic, and on one thread at 16 x 128 turning it
+    # off saved 13% to 16% CPU a step over two runs, random or length-grouped batches (e.g.
+    # 0.447 -> 0.387 s; glibc malloc holding freed memory: benchmarks/bench_train.py; with its
+    # default malloc, page zeroing by the kernel swings from run to run and hides it). What it
+    # would save is a few MB a row.
     sft=TrainConfig(epochs=1, batch_size=16, max_length=128, lr=3e-3, unfreeze_layers=None,
-                    weight_decay=0.0, max_steps=1000, warmup_ratio=0.03),
+                    weight_decay=0.0, max_steps=1000, warmup_ratio=0.03, activation_checkpointing=False),
     pb=TrainConfig(epochs=1, batch_size=16, max_length=128, lr=3e-3, unfreeze_layers=None,
-                   weight_decay=0.0, max_steps=1500, warmup_ratio=0.03),
+                   weight_decay=0.0, max_steps=1500, warmup_ratio=0.03, activation_checkpointing=False),
     rm=TrainConfig(epochs=3, batch_size=32, max_length=64, lr=1e-3, unfreeze_layers=None,
                    weight_decay=1e-3),
     # max_length: T(x, i) of a tiny prompt takes up to ~100 tokens, plus 48 new ones (128 cut inputs).

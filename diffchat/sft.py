@@ -100,7 +100,7 @@ def completion_trainer(
         warmup_steps=int(cfg.warmup_ratio * total_steps),
         max_length=cfg.max_length,
         completion_only_loss=True,
-        activation_checkpointing=True,  # TRL's default, named as transformers 5 wants (the old name warns)
+        activation_checkpointing=cfg.activation_checkpointing,  # transformers 5's name (the old one warns)
         logging_steps=max(1, total_steps // 50),
         save_strategy="no",
         report_to="none",

@@ -46,3 +46,16 @@ def test_quick_tiny_is_explicit(monkeypatch):
     assert get_profile("paper") is PROFILES["paper"]
     monkeypatch.delenv("DIFFCHAT_QUICK")
     assert get_profile("tiny") is PROFILES["tiny"]
+
+
+def test_speed_only_settings_leave_the_stage_keys_as_they_were():
+    """Activation checkpointing changes no weights (tests/test_sft.py), so turning it reuses
+    finished stages: it is not part of any stage's key."""
+    from diffchat.pipeline import COURSE
+
+    tiny = get_profile("tiny")
+    flipped = tiny.with_overrides(**{s: {"activation_checkpointing": not getattr(tiny, s).activation_checkpointing}
+                                     for s in ("pb", "sft", "rm", "rl")})
+    for stage in ("pb", "sft", "rewards", "ppo"):
+        assert COURSE.key(stage, flipped) == COURSE.key(stage, tiny)
+    assert COURSE.key("sft", tiny.with_overrides(sft={"lr": 1e-3})) != COURSE.key("sft", tiny)

@@ -94,6 +94,26 @@ def test_loss_is_on_the_completion_only(base, tmp_path):
     assert ids[:len(head)].tolist() == head and (labels[:len(head)] == -100).all()
 
 
+def test_activation_checkpointing_changes_no_weights(base, tmp_path):
+    """Checkpointing recomputes each block's forward in the backward pass: the same arithmetic,
+    so one SFT step with and without it gives bit-identical weights (profiles may set it for
+    speed or memory alone)."""
+    from safetensors.torch import load_file
+
+    start = load_file(base / "model.safetensors")
+    weights = {}
+    for on in (True, False):
+        cfg = dataclasses.replace(QUICK, max_steps=1, activation_checkpointing=on)
+        trainer = completion_trainer(sft_rows(_rows(8)), base, tmp_path / str(on), cfg, log=lambda s: None)
+        trainer.train()
+        assert trainer.model.is_activation_checkpointing is on
+        weights[on] = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    moved = [k for k in start if not torch.equal(start[k], weights[True][k])]
+    assert len(moved) > len(start) // 2, "the step trained the model"
+    different = [k for k in weights[True] if not torch.equal(weights[True][k], weights[False][k])]
+    assert not different, f"checkpointing changed {different}"
+
+
 def test_fp32_master_weights_keep_updates_that_pure_bf16_loses(base, tmp_path):
     """One SFT step at Table 3's learning rate (2e-5) with bf16 autocast moves the final
     LayerNorm's fp32 weights (near 1.0) by about 2e-5; bf16 weights, 2^-7 apart there, would
