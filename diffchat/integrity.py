@@ -232,7 +232,7 @@ def explain_ci(
     is ``.score``), with every intermediate value kept for reading."""
     _check_threshold(threshold)
     _check_text(y, "y", allow_blank=True)
-    reference = _Reference(x_o, i, y_o)
+    reference = _reference(x_o, i, y_o)
     y_words = _lemmas(y)
     found = [(q, hit, points) for q, (hit, points) in zip(reference.keywords, reference.found(y_words))]
     count = sum(points for _, _, points in found)
