@@ -407,3 +407,21 @@ def test_train_ppo_runs_under_accelerate_launch(models, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "ITERATIONS 1" in done.stdout
     assert (tmp_path / "out" / "ppo_log.json").is_file()
+
+
+def test_training_headroom_scores_the_sft_models_own_rewrites(models):
+    """The headroom report is the training reward of the SFT model's greedy rewrites: a random-init
+    model loses the keywords of most rows, and the report's shares agree with Listing 1's CI."""
+    from diffchat.ppo.rewards import references
+    from diffchat.ppo.stage import training_headroom
+
+    sft, aes, pick, rows = models
+    cfg = PPOConfig(max_new_tokens=8)
+    report = training_headroom(sft, aes, pick, rows, cfg, n=12, seed=0)
+    picked = random.Random(0).sample(rows, 12)
+    model = DiffChat.from_pretrained(sft, max_length=192)
+    outputs = model.rewrite_batch([r["beautified_source_prompt"] for r in picked], [r["instruction"] for r in picked])
+    ci = [ci_score(*references(r), y, threshold=None) for r, y in zip(picked, outputs)]
+    assert report["rows"] == 12
+    assert report["ci_raw"] == round(sum(ci) / 12, 4)
+    assert report["ci_lost_share"] == round(sum(c < cfg.ci_threshold for c in ci) / 12, 4) > 0.5
