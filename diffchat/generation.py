@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from diffchat import fast_decode
 from diffchat.profiles import TEMPLATE_T
 
 DEFAULT_DECODING: dict[str, Any] = {"do_sample": False, "repetition_penalty": 1.0}
@@ -69,6 +70,46 @@ def _shared_prefix(rows: list[list[int]]) -> int:
     return n
 
 
+class _LibraryDecoder:
+    """Prefill and greedy steps through the model's own forward and a ``DynamicCache``: the path
+    of every model that ``fast_decode.fits`` does not take. The interface of ``BloomDecoder``."""
+
+    def __init__(self, model, rows: list[list[int]], *, shared: int, pad_token_id: int):
+        self.model, dev = model, model.device
+        self.takes_positions = "position_ids" in inspect.signature(model.forward).parameters
+        self.cache = DynamicCache(config=model.config)
+        if shared:
+            model(input_ids=torch.tensor([rows[0][:shared]], device=dev), cache=self.cache, use_cache=True,
+                  logits_to_keep=1)
+            self.cache.batch_repeat_interleave(len(rows))
+        width = max(len(r) for r in rows) - shared
+        ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        for row, tokens in enumerate(rows):
+            own = tokens[shared:]
+            ids[row, width - len(own):] = torch.tensor(own)
+            mask[row, shared + width - len(own):] = 1
+        self.ids, self.mask = ids.to(dev), mask.to(dev)
+        self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+
+    def prefill(self) -> torch.Tensor:
+        return self._forward(self.ids)
+
+    def step(self, ids: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        if keep is not None:
+            self.cache.batch_select_indices(keep)
+            self.mask, self.positions = self.mask[keep], self.positions[keep]
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(ids), 1))], dim=1)
+        self.positions = self.positions[:, -1:] + 1
+        return self._forward(ids[:, None])
+
+    def _forward(self, ids: torch.Tensor) -> torch.Tensor:
+        extra = {"position_ids": self.positions} if self.takes_positions else {}
+        return self.model(input_ids=ids, attention_mask=self.mask, cache=self.cache, use_cache=True,
+                          logits_to_keep=1, **extra).logits[:, -1]
+
+
 @torch.inference_mode()
 def greedy_batch(model, rows: list[list[int]], *, max_new_tokens: int, eos_token_id: int,
                  pad_token_id: int, no_repeat_output_ngram: int = 0) -> list[list[int]]:
@@ -81,32 +122,21 @@ def greedy_batch(model, rows: list[list[int]], *, max_new_tokens: int, eos_token
     ``generate``). A row that ends leaves the batch (its cache rows dropped), where ``generate``
     keeps computing it until the last row ends; the n-gram rule keeps, per row, the tokens that
     followed each (n-1)-gram of the output, instead of rescanning the output every step.
+    A BLOOM model runs on ``fast_decode.BloomDecoder`` (its weights, no library forward), any
+    other through its forward.
     """
     dev, n = model.device, no_repeat_output_ngram
-    takes_positions = "position_ids" in inspect.signature(model.forward).parameters
     shared = _shared_prefix(rows) if len(rows) > 1 else 0
-    width = max(len(r) for r in rows) - shared
-    cache = DynamicCache(config=model.config)
-    if shared:
-        model(input_ids=torch.tensor([rows[0][:shared]], device=dev), cache=cache, use_cache=True,
-              logits_to_keep=1)
-        cache.batch_repeat_interleave(len(rows))
-    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
-    mask[:, :shared] = 1
-    for row, tokens in enumerate(rows):
-        own = tokens[shared:]
-        ids[row, width - len(own):] = torch.tensor(own)
-        mask[row, shared + width - len(own):] = 1
-    ids, mask = ids.to(dev), mask.to(dev)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+    if fast_decode.fits(model):
+        decoder = fast_decode.BloomDecoder(model, rows, shared=shared, pad_token_id=pad_token_id,
+                                           max_new_tokens=max_new_tokens)
+    else:
+        decoder = _LibraryDecoder(model, rows, shared=shared, pad_token_id=pad_token_id)
+    logits = decoder.prefill()
     out: list[list[int]] = [[] for _ in rows]
     bans: list[dict[tuple, set]] = [{} for _ in rows]  # (n-1)-gram of the output -> tokens that followed it
     alive = list(range(len(rows)))
     while True:
-        extra = {"position_ids": positions} if takes_positions else {}
-        logits = model(input_ids=ids, attention_mask=mask, cache=cache, use_cache=True,
-                       logits_to_keep=1, **extra).logits[:, -1]
         if n:
             banned = [(j, t) for j, row in enumerate(alive) if len(out[row]) >= n - 1
                       for t in bans[row].get(tuple(out[row][len(out[row]) - n + 1:]), ())]
@@ -123,14 +153,12 @@ def greedy_batch(model, rows: list[list[int]], *, max_new_tokens: int, eos_token
                 keep.append(j)
         if not keep:
             return out
+        index = None
         if len(keep) < len(alive):
             index = torch.tensor(keep, device=dev)
-            cache.batch_select_indices(index)
-            next_ids, mask, positions = next_ids[index], mask[index], positions[index]
+            next_ids = next_ids[index]
             alive = [alive[j] for j in keep]
-        ids = next_ids[:, None]
-        mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
-        positions = positions[:, -1:] + 1
+        logits = decoder.step(next_ids, index)
 
 
 class TemplateLM:

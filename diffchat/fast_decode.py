@@ -1,0 +1,198 @@
+"""Greedy decoding steps for BLOOM-architecture models, run on the model's own weights.
+
+The library's forward pays, at every step, for what a fixed greedy batch does not need: the
+key/value cache concatenated anew, the ALiBi bias and causal mask rebuilt from the whole
+attention mask, BLOOM's GELU as eight elementwise kernels, and a module call per layer part.
+``BloomDecoder`` does the same arithmetic as ``BloomForCausalLM.forward`` (same weights, same
+order of operations, up to float rounding): keys and values go into buffers sized for the
+final length, the bias (ALiBi plus padding mask) is built once per batch, the GELU is the
+one-kernel tanh form. ``greedy_batch`` uses it where ``fits`` says so; other models keep the
+library's forward.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BloomForCausalLM
+from transformers.models.bloom.modeling_bloom import build_alibi_tensor
+
+# A finished row stays in the buffers (computed, its output unused) until this share of the
+# buffer rows has finished: copying the live rows' keys and values costs more than a few steps of
+# the dead ones (measured with benchmarks/bench_generate.py on the tiny PB model).
+COMPACT_AT = 0.25
+
+
+def fits(model) -> bool:
+    """Whether ``BloomDecoder`` computes what this model's forward does: a plain BLOOM in eval
+    mode (no dropout), without the tensor-parallel slicing of ``slow_but_exact``, whose linear
+    layers are plain ``nn.Linear`` (not LoRA or quantized wrappers)."""
+    if not isinstance(model, BloomForCausalLM) or model.training:
+        return False
+    config = model.config
+    if config.pretraining_tp > 1 and config.slow_but_exact:
+        return False
+    linears = [model.lm_head] + [m for block in model.transformer.h for m in (
+        block.self_attention.query_key_value, block.self_attention.dense,
+        block.mlp.dense_h_to_4h, block.mlp.dense_4h_to_h)]
+    return all(type(m) is nn.Linear for m in linears)
+
+
+class BloomDecoder:
+    """Prefill and greedy steps of a batch of token rows on a BLOOM model.
+
+    Rows are laid out as in ``greedy_batch``: the ``shared`` prefix, padding, each row's own
+    tokens. The prefix runs once, for one row, and its keys and values are kept once: every
+    row's query attends to them with one matrix product per head, so a step reads them once
+    instead of once per row (the prefix is a template's instruction, about 40% of what a
+    PB-model row attends to). Each row's own keys and values go into buffers sized for the
+    final length; pad keys are masked, and ALiBi counts positions over the attention mask, as
+    ``build_alibi_tensor`` does.
+    """
+
+    def __init__(self, model: BloomForCausalLM, rows: list[list[int]], *, shared: int, pad_token_id: int,
+                 max_new_tokens: int):
+        config, tf = model.config, model.transformer
+        self.heads, self.head_dim = config.n_head, config.hidden_size // config.n_head
+        self.post_ln_residual = config.apply_residual_connection_post_layernorm
+        self.embedding, self.embedding_norm = tf.word_embeddings.weight, _ln(tf.word_embeddings_layernorm)
+        self.layers = [_Layer(block) for block in tf.h]
+        self.final_norm, self.head = _ln(tf.ln_f), model.lm_head.weight
+        dev, dtype = self.embedding.device, self.embedding.dtype
+        self.shared, width = shared, max(len(r) for r in rows) - shared
+        total = width + max_new_tokens - 1  # positions after the prefix; the last new token is never fed
+        ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), shared + total), dtype=torch.bool)
+        mask[:, :shared] = True
+        mask[:, shared + width:] = True
+        for row, tokens in enumerate(rows):
+            own = tokens[shared:]
+            ids[row, width - len(own):] = torch.tensor(own)
+            mask[row, shared + width - len(own):shared + width] = True
+        mask = mask.to(dev)
+        # [rows * heads, 1, positions]: ALiBi where a key is attended, the dtype's minimum where it is padding.
+        bias = build_alibi_tensor(mask.long(), self.heads, dtype)
+        bias = bias.masked_fill(~mask.repeat_interleave(self.heads, 0)[:, None], torch.finfo(dtype).min)
+        self.prefix_bias, self.bias = bias[:self.heads, :, :shared], bias[:, :, shared:].contiguous()
+        shape = (len(rows), self.heads, total, self.head_dim)
+        self.keys = [torch.empty(shape, device=dev, dtype=dtype) for _ in self.layers]
+        self.values = [torch.empty(shape, device=dev, dtype=dtype) for _ in self.layers]
+        self.prefix: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: [heads, shared, head_dim] keys, values
+        self.filled = 0  # positions after the prefix whose keys and values are in the buffers
+        self.slots = torch.arange(len(rows), device=dev)  # buffer row of each live row, in order
+        self.ids, self.prefix_ids = ids.to(dev), torch.tensor([rows[0][:shared]], device=dev)
+
+    def prefill(self) -> torch.Tensor:
+        """The logits of each row's last token after its prompt."""
+        if self.shared:
+            shape = (1, self.heads, self.shared, self.head_dim)
+            keys = [self.embedding.new_empty(shape) for _ in self.layers]
+            values = [self.embedding.new_empty(shape) for _ in self.layers]
+            self._run(self.prefix_ids, _causal(self.prefix_bias, 0), keys, values, [])
+            self.prefix = [(k[0], v[0]) for k, v in zip(keys, values)]
+        width = self.ids.shape[1]
+        return self._run(self.ids, _causal(self.bias[:, :, :width], 0), self.keys, self.values, self.prefix)
+
+    def step(self, ids: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed one new token per live row (``ids``), after dropping the rows not in ``keep``
+        (indices among the live rows); the logits of each live row's next token."""
+        if keep is not None:
+            self.slots = self.slots[keep]
+            if len(self.slots) <= (1 - COMPACT_AT) * len(self.keys[0]):
+                self._compact()
+        rows = len(self.keys[0])
+        if len(self.slots) < rows:
+            ids = self.slots.new_zeros(rows).index_copy_(0, self.slots, ids)
+        return self._run(ids[:, None], self.bias[:, :, :self.filled + 1], self.keys, self.values, self.prefix)
+
+    def _compact(self) -> None:
+        """Keep only the live rows in the buffers."""
+        n, end = len(self.slots), self.filled
+        for cache in self.keys + self.values:
+            cache[:n, :, :end] = cache[self.slots, :, :end]
+        self.keys = [k[:n] for k in self.keys]
+        self.values = [v[:n] for v in self.values]
+        self.bias = self.bias.view(-1, self.heads, self.bias.shape[-1])[self.slots].view(n * self.heads, 1, -1)
+        self.slots = torch.arange(n, device=self.slots.device)
+
+    def _run(self, ids: torch.Tensor, bias: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
+             prefix: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Run ``ids`` (one per buffer row, at the next positions) through the model, storing
+        their keys and values; the next-token logits of the live rows' last tokens. ``bias``:
+        [rows * heads, queries, keys so far] over the buffers' keys; ``prefix``: the shared
+        prefix's keys and values per layer, attended with ``self.prefix_bias`` (none: no prefix)."""
+        heads, dim = self.heads, self.head_dim
+        x = F.layer_norm(F.embedding(ids, self.embedding), *self.embedding_norm)
+        rows, q, hidden = x.shape
+        start = self.filled if keys is self.keys else 0
+        end = start + q
+        for i, layer in enumerate(self.layers):
+            ln = F.layer_norm(x, *layer.input_norm)
+            residual = ln if self.post_ln_residual else x
+            qkv = F.linear(ln, *layer.qkv).view(rows, q, heads, 3, dim)
+            keys[i][:, :, start:end] = qkv[..., 1, :].transpose(1, 2)
+            values[i][:, :, start:end] = qkv[..., 2, :].transpose(1, 2)
+            if i == len(self.layers) - 1 and q > 1:  # past the last keys, only the last position counts
+                qkv, residual, bias, q = qkv[:, -1:], residual[:, -1:], bias[:, -1:], 1
+            query = qkv[..., 0, :].transpose(1, 2).reshape(rows * heads, q, dim)
+            key = keys[i][:, :, :end].reshape(rows * heads, end, dim)
+            value = values[i][:, :, :end].reshape(rows * heads, end, dim)
+            scores = torch.baddbmm(bias, query, key.transpose(1, 2), beta=layer.beta, alpha=layer.alpha)
+            if prefix:
+                # The same scores over the prefix's keys, per head for all rows and queries at once.
+                prefix_key, prefix_value = prefix[i]
+                by_head = qkv[..., 0, :].permute(2, 0, 1, 3).reshape(heads, rows * q, dim)
+                shared = torch.baddbmm(self.prefix_bias, by_head, prefix_key.transpose(1, 2), beta=layer.beta,
+                                       alpha=layer.alpha).view(heads, rows, q, -1).transpose(0, 1)
+                scores = torch.cat([shared, scores.view(rows, heads, q, end)], -1).view(rows * heads, q, -1)
+            probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(x.dtype)
+            context = torch.bmm(probs[..., scores.shape[-1] - end:], value)
+            if prefix:
+                on_prefix = probs[..., :self.shared].reshape(rows, heads, q, -1).transpose(0, 1)
+                on_prefix = torch.bmm(on_prefix.reshape(heads, rows * q, -1), prefix_value)
+                context += on_prefix.view(heads, rows, q, dim).transpose(0, 1).reshape(rows * heads, q, dim)
+            context = context.view(rows, heads, q, dim).transpose(1, 2).reshape(rows, q, hidden)
+            x = F.linear(context, *layer.dense).add_(residual)
+            ln = F.layer_norm(x, *layer.post_norm)
+            residual = ln if self.post_ln_residual else x
+            x = F.linear(_gelu(F.linear(ln, *layer.up)), *layer.down).add_(residual)
+        if keys is self.keys:
+            self.filled = end
+        last = x[:, -1]
+        if len(self.slots) < rows and keys is self.keys:
+            last = last[self.slots]
+        return F.linear(F.layer_norm(last, *self.final_norm), self.head)
+
+
+class _Layer:
+    """One BLOOM block's weights and attention scaling, looked up once."""
+
+    def __init__(self, block):
+        attn, mlp = block.self_attention, block.mlp
+        self.input_norm, self.post_norm = _ln(block.input_layernorm), _ln(block.post_attention_layernorm)
+        self.qkv = attn.query_key_value.weight, attn.query_key_value.bias
+        self.dense = attn.dense.weight, attn.dense.bias
+        self.up = mlp.dense_h_to_4h.weight, mlp.dense_h_to_4h.bias
+        self.down = mlp.dense_4h_to_h.weight, mlp.dense_4h_to_h.bias
+        self.beta, self.alpha = attn.beta, attn.inv_norm_factor
+
+
+def _causal(bias: torch.Tensor, start: int) -> torch.Tensor:
+    """``bias`` ([rows * heads, 1, keys]) for queries at key positions ``start`` on, with every key
+    after its query masked."""
+    keys = bias.shape[-1]
+    later = torch.ones(keys - start, keys, dtype=torch.bool, device=bias.device).triu(start + 1)
+    return bias.expand(-1, keys - start, -1).masked_fill(later, torch.finfo(bias.dtype).min)
+
+
+def _gelu(x: torch.Tensor) -> torch.Tensor:
+    """BLOOM's GELU, x (1 + tanh z) / 2 with z = 0.79788456 x (1 + 0.044715 x^2), as x sigmoid(2z),
+    computed in place on a new tensor: five light kernels take half the time of ``F.gelu(approximate="tanh")``,
+    whose tanh is slow on CPU (measured: 58 against 114 us for 128 x 512)."""
+    z = (x * x).mul_(2 * 0.79788456 * 0.044715).add_(2 * 0.79788456).mul_(x)
+    return z.sigmoid_().mul_(x)
+
+
+def _ln(norm: nn.LayerNorm) -> tuple:
+    return norm.normalized_shape, norm.weight, norm.bias, norm.eps
