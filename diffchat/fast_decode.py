@@ -12,6 +12,8 @@ library's forward.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,6 +24,8 @@ from transformers.models.bloom.modeling_bloom import build_alibi_tensor
 # buffer rows has finished: copying the live rows' keys and values costs more than a few steps of
 # the dead ones (measured with benchmarks/bench_generate.py on the tiny PB model).
 COMPACT_AT = 0.25
+# Rows per slice of the prefill (measured as above).
+PREFILL_ROWS = 32
 
 
 def fits(model) -> bool:
@@ -52,7 +56,7 @@ class BloomDecoder:
     """
 
     def __init__(self, model: BloomForCausalLM, rows: list[list[int]], *, shared: int, pad_token_id: int,
-                 max_new_tokens: int):
+                 max_new_tokens: int, workspace: dict | None = None):
         config, tf = model.config, model.transformer
         self.heads, self.head_dim = config.n_head, config.hidden_size // config.n_head
         self.post_ln_residual = config.apply_residual_connection_post_layernorm
@@ -75,9 +79,9 @@ class BloomDecoder:
         bias = build_alibi_tensor(mask.long(), self.heads, dtype)
         bias = bias.masked_fill(~mask.repeat_interleave(self.heads, 0)[:, None], torch.finfo(dtype).min)
         self.prefix_bias, self.bias = bias[:self.heads, :, :shared], bias[:, :, shared:].contiguous()
-        shape = (len(rows), self.heads, total, self.head_dim)
-        self.keys = [torch.empty(shape, device=dev, dtype=dtype) for _ in self.layers]
-        self.values = [torch.empty(shape, device=dev, dtype=dtype) for _ in self.layers]
+        buffers = _buffers(workspace, 2 * len(self.layers), (len(rows), self.heads, total, self.head_dim),
+                           self.embedding)
+        self.keys, self.values = buffers[:len(self.layers)], buffers[len(self.layers):]
         self.prefix: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: [heads, shared, head_dim] keys, values
         self.filled = 0  # positions after the prefix whose keys and values are in the buffers
         self.slots = torch.arange(len(rows), device=dev)  # buffer row of each live row, in order
@@ -89,10 +93,18 @@ class BloomDecoder:
             shape = (1, self.heads, self.shared, self.head_dim)
             keys = [self.embedding.new_empty(shape) for _ in self.layers]
             values = [self.embedding.new_empty(shape) for _ in self.layers]
-            self._run(self.prefix_ids, _causal(self.prefix_bias, 0), keys, values, [])
+            self._run(self.prefix_ids, _causal(self.prefix_bias, 0), keys, values, [], 0)
             self.prefix = [(k[0], v[0]) for k, v in zip(keys, values)]
-        width = self.ids.shape[1]
-        return self._run(self.ids, _causal(self.bias[:, :, :width], 0), self.keys, self.values, self.prefix)
+        width, h = self.ids.shape[1], self.heads
+        bias = _causal(self.bias[:, :, :width], 0)
+        # In slices of rows: smaller temporaries, which the allocator reuses instead of asking the
+        # kernel for fresh (zeroed) pages each time.
+        last = torch.cat([self._run(self.ids[a:a + PREFILL_ROWS], bias[a * h:(a + PREFILL_ROWS) * h],
+                                    [k[a:a + PREFILL_ROWS] for k in self.keys],
+                                    [v[a:a + PREFILL_ROWS] for v in self.values], self.prefix, 0)
+                          for a in range(0, len(self.ids), PREFILL_ROWS)])
+        self.filled = width
+        return self._logits(last)
 
     def step(self, ids: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
         """Feed one new token per live row (``ids``), after dropping the rows not in ``keep``
@@ -104,7 +116,13 @@ class BloomDecoder:
         rows = len(self.keys[0])
         if len(self.slots) < rows:
             ids = self.slots.new_zeros(rows).index_copy_(0, self.slots, ids)
-        return self._run(ids[:, None], self.bias[:, :, :self.filled + 1], self.keys, self.values, self.prefix)
+        last = self._run(ids[:, None], self.bias[:, :, :self.filled + 1], self.keys, self.values, self.prefix,
+                         self.filled)
+        self.filled += 1
+        return self._logits(last[self.slots] if len(self.slots) < rows else last)
+
+    def _logits(self, last: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.layer_norm(last, *self.final_norm), self.head)
 
     def _compact(self) -> None:
         """Keep only the live rows in the buffers."""
@@ -117,15 +135,14 @@ class BloomDecoder:
         self.slots = torch.arange(n, device=self.slots.device)
 
     def _run(self, ids: torch.Tensor, bias: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor],
-             prefix: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """Run ``ids`` (one per buffer row, at the next positions) through the model, storing
-        their keys and values; the next-token logits of the live rows' last tokens. ``bias``:
-        [rows * heads, queries, keys so far] over the buffers' keys; ``prefix``: the shared
+             prefix: list[tuple[torch.Tensor, torch.Tensor]], start: int) -> torch.Tensor:
+        """Run ``ids`` ([rows, queries], the rows of ``keys`` and ``values``, at positions ``start``
+        on) through the model, storing their keys and values; the last position's hidden state.
+        ``bias``: [rows * heads, queries, keys so far] over the buffers' keys; ``prefix``: the shared
         prefix's keys and values per layer, attended with ``self.prefix_bias`` (none: no prefix)."""
         heads, dim = self.heads, self.head_dim
         x = F.layer_norm(F.embedding(ids, self.embedding), *self.embedding_norm)
         rows, q, hidden = x.shape
-        start = self.filled if keys is self.keys else 0
         end = start + q
         for i, layer in enumerate(self.layers):
             ln = F.layer_norm(x, *layer.input_norm)
@@ -157,12 +174,7 @@ class BloomDecoder:
             ln = F.layer_norm(x, *layer.post_norm)
             residual = ln if self.post_ln_residual else x
             x = F.linear(_gelu(F.linear(ln, *layer.up)), *layer.down).add_(residual)
-        if keys is self.keys:
-            self.filled = end
-        last = x[:, -1]
-        if len(self.slots) < rows and keys is self.keys:
-            last = last[self.slots]
-        return F.linear(F.layer_norm(last, *self.final_norm), self.head)
+        return x[:, -1]
 
 
 class _Layer:
@@ -176,6 +188,20 @@ class _Layer:
         self.up = mlp.dense_h_to_4h.weight, mlp.dense_h_to_4h.bias
         self.down = mlp.dense_4h_to_h.weight, mlp.dense_4h_to_h.bias
         self.beta, self.alpha = attn.beta, attn.inv_norm_factor
+
+
+def _buffers(workspace: dict | None, count: int, shape: tuple[int, ...], like: torch.Tensor) -> list[torch.Tensor]:
+    """``count`` uninitialised tensors of ``shape`` and ``like``'s dtype and device, views of one
+    block. The block is kept in ``workspace`` for the next batch (twice the size asked, in case
+    it needs more): pages a batch has written are then not handed over, and zeroed, by the kernel
+    again; pages never written cost nothing."""
+    size, key = math.prod(shape), (like.device, like.dtype)
+    block = workspace.get(key) if workspace is not None else None
+    if block is None or len(block) < count * size:
+        block = like.new_empty(2 * count * size)
+        if workspace is not None:
+            workspace[key] = block
+    return [block[n * size:(n + 1) * size].view(shape) for n in range(count)]
 
 
 def _causal(bias: torch.Tensor, start: int) -> torch.Tensor:

@@ -112,7 +112,8 @@ class _LibraryDecoder:
 
 @torch.inference_mode()
 def greedy_batch(model, rows: list[list[int]], *, max_new_tokens: int, eos_token_id: int,
-                 pad_token_id: int, no_repeat_output_ngram: int = 0) -> list[list[int]]:
+                 pad_token_id: int, no_repeat_output_ngram: int = 0,
+                 workspace: dict | None = None) -> list[list[int]]:
     """Greedy continuations of token-id rows (the new ids, up to and including EOS): the same
     tokens as ``model.generate(do_sample=False)`` with left padding and ``NoRepeatOutputNGram``
     (up to float rounding, which any change of batch shape brings), with less arithmetic.
@@ -123,13 +124,14 @@ def greedy_batch(model, rows: list[list[int]], *, max_new_tokens: int, eos_token
     keeps computing it until the last row ends; the n-gram rule keeps, per row, the tokens that
     followed each (n-1)-gram of the output, instead of rescanning the output every step.
     A BLOOM model runs on ``fast_decode.BloomDecoder`` (its weights, no library forward), any
-    other through its forward.
+    other through its forward. A ``workspace`` (a dict, empty at first) passed to the calls of
+    one generation lets them reuse the memory of their key/value buffers.
     """
     dev, n = model.device, no_repeat_output_ngram
     shared = _shared_prefix(rows) if len(rows) > 1 else 0
     if fast_decode.fits(model):
         decoder = fast_decode.BloomDecoder(model, rows, shared=shared, pad_token_id=pad_token_id,
-                                           max_new_tokens=max_new_tokens)
+                                           max_new_tokens=max_new_tokens, workspace=workspace)
     else:
         decoder = _LibraryDecoder(model, rows, shared=shared, pad_token_id=pad_token_id)
     logits = decoder.prefill()
@@ -252,6 +254,7 @@ class TemplateLM:
         order = sorted(range(len(todo)), key=lambda n: len(ids[n]))
         answers: list[str] = [""] * len(todo)
         starts = range(0, len(order), batch_size)
+        workspace: dict = {}  # the batches' key/value buffers, reused (greedy_batch)
         if progress:
             from tqdm.auto import tqdm
 
@@ -262,7 +265,7 @@ class TemplateLM:
                 new = greedy_batch(self.model, [ids[n] for n in rows], max_new_tokens=opts["max_new_tokens"],
                                    eos_token_id=self.tokenizer.eos_token_id,
                                    pad_token_id=self.tokenizer.pad_token_id,
-                                   no_repeat_output_ngram=no_repeat_output_ngram)
+                                   no_repeat_output_ngram=no_repeat_output_ngram, workspace=workspace)
             else:
                 new = self._library_generate([ids[n] for n in rows], no_repeat_output_ngram, opts)
             for n, text in zip(rows, self.tokenizer.batch_decode(new, skip_special_tokens=True)):
