@@ -223,9 +223,11 @@ class TemplateLM:
     def auto_batch_size(self) -> int:
         """Rows per batch: hundreds where the device has room. A decoding step has a fixed cost
         that a larger batch shares, and a finished row leaves the batch (``greedy_batch``), so a
-        large batch wastes nothing on short answers; on a CPU the cache a step copies grows with
-        the batch, and 128 rows beat 64 and 200 for the tiny PB model. A GPU with free memory
-        takes 512."""
+        large batch wastes nothing on short answers. On a CPU, 128: with the trained tiny PB
+        model on BLOOM's fast path, 600 prompts take 1.54-1.55 CPU seconds at 128 rows,
+        1.52-1.57 s at 256 and 1.59-1.65 s at 64 (two runs each of ``OMP_NUM_THREADS=1
+        python benchmarks/bench_generate.py --model runs/tiny/pb --batch N``), so 256 buys
+        nothing for twice the key/value memory. A GPU with free memory takes 512."""
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             return 512 if free > 8 * 2**30 else 128
