@@ -13,7 +13,8 @@ is shortened from its end (trailing tags matter least) until the filled template
 
 Generation is the engine under PB beautification, InstructPE assembly, evaluation and chat,
 so it is made fast here, once. Greedy decoding runs ``greedy_batch``, a decoding loop of our
-own with the same outputs as ``model.generate``; sampling and other decoding options go to
+own with the same outputs as ``model.generate`` (on a BLOOM model, as the PB model is, its steps
+run on the model's weights in ``fast_decode``); sampling and other decoding options go to
 ``model.generate``.
 """
 

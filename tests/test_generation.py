@@ -113,9 +113,10 @@ def _library_last_logits(model, seqs: list[list[int]]) -> torch.Tensor:
 @pytest.mark.parametrize("kind", ["bloom", "bloom-post-ln"])
 @pytest.mark.parametrize("shared", [5, 0])
 def test_bloom_decoder_logits_match_the_library_forward(kind, shared, monkeypatch):
-    """Prefill and every step, with rows leaving (one kept in the buffers, then the buffers
-    compacted): the logits of the library's forward on each row's whole sequence."""
+    """Prefill (in slices of two rows) and every step, with rows leaving (one kept in the buffers,
+    then the buffers compacted): the logits of the library's forward on each row's whole sequence."""
     monkeypatch.setattr(fast_decode, "COMPACT_AT", 0.25)
+    monkeypatch.setattr(fast_decode, "PREFILL_ROWS", 2)
     model = _model(kind)
     for p in model.parameters():  # larger weights than the init's: logits of order 1, not 0.01
         p.data.normal_(0, 0.5)
