@@ -112,17 +112,22 @@ def _library_last_logits(model, seqs: list[list[int]]) -> torch.Tensor:
 
 @pytest.mark.parametrize("kind", ["bloom", "bloom-post-ln"])
 @pytest.mark.parametrize("shared", [5, 0])
+@torch.inference_mode()  # as greedy_batch runs it
 def test_bloom_decoder_logits_match_the_library_forward(kind, shared, monkeypatch):
     """Prefill (in slices of two rows) and every step, with rows leaving (one kept in the buffers,
-    then the buffers compacted): the logits of the library's forward on each row's whole sequence."""
+    then the buffers compacted) and buffers growing by 3 positions: the logits of the library's
+    forward on each row's whole sequence."""
     monkeypatch.setattr(fast_decode, "COMPACT_AT", 0.25)
     monkeypatch.setattr(fast_decode, "PREFILL_ROWS", 2)
+    monkeypatch.setattr(fast_decode, "GROW", 3)
     model = _model(kind)
     for p in model.parameters():  # larger weights than the init's: logits of order 1, not 0.01
         p.data.normal_(0, 0.5)
     rows = [r[5 - shared:] for r in _rows()]  # with the 5-token shared prefix, or without it
     decoder = BloomDecoder(model, rows, shared=shared, pad_token_id=PAD, max_new_tokens=8)
     seqs, leave = [list(r) for r in rows], {2: [0, 1, 3, 4], 4: [0, 2, 3]}  # after step: rows kept
+    width = max(map(len, rows)) - shared
+    sizes = [(5, 3), (5, 3), (5, 3), (4, 6), (3, 7), (3, 7), (3, 7)]
     logits = decoder.prefill()
     for step in range(8):
         assert logits.abs().max() > 1
@@ -136,7 +141,10 @@ def test_bloom_decoder_logits_match_the_library_forward(kind, shared, monkeypatc
         if keep is not None:
             seqs, tokens = [seqs[j] for j in keep], tokens[keep]
         logits = decoder.step(tokens, None if keep is None else torch.tensor(keep))
-        assert len(decoder.keys[0]) == (5 if step < 4 else 3)
+        # (buffer rows, positions): the first finished row kept until the buffers grow (step 3),
+        # the second dropped at once (3 of 4 rows live), each new layout 3 positions past the
+        # filled ones, 7 at most (the tokens fed).
+        assert (len(decoder.keys[0]), decoder.keys[0].shape[2] - width) == sizes[step]
 
 
 def test_the_ngram_rule_changes_the_output_and_is_kept():
