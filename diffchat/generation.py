@@ -224,15 +224,17 @@ class TemplateLM:
     def auto_batch_size(self) -> int:
         """Rows per batch: hundreds where the device has room. A decoding step has a fixed cost
         that a larger batch shares, and a finished row leaves the batch (``greedy_batch``), so a
-        large batch wastes nothing on short answers. On a CPU, 256: with the trained tiny PB
-        model on BLOOM's fast path, 600 prompts take 1.28-1.30 CPU seconds at 256 rows,
-        1.34-1.44 s at 128, 1.53-1.61 s at 64, 1.27-1.39 s at 384 and 1.51-1.56 s at 600 (two
-        runs each of ``OMP_NUM_THREADS=1 python benchmarks/bench_generate.py --model
-        runs/tiny/pb --batch N``). A GPU with free memory takes 512."""
+        large batch wastes nothing on short answers. On a CPU, 256 rows for a BLOOM model
+        (``fast_decode``): with the trained tiny PB model, 600 prompts take 1.28-1.30 CPU
+        seconds at 256 rows, 1.34-1.44 s at 128, 1.53-1.61 s at 64, 1.27-1.39 s at 384 and
+        1.51-1.56 s at 600 (two runs each of ``OMP_NUM_THREADS=1 python
+        benchmarks/bench_generate.py --model runs/tiny/pb --batch N``). Other models, through
+        the library's forward, whose cache a step copies: 128 (it beat 64 and 200 there). A GPU
+        with free memory takes 512."""
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             return 512 if free > 8 * 2**30 else 128
-        return 256
+        return 256 if fast_decode.fits(self.model) else 128
 
     @torch.no_grad()
     def generate(self, texts: list[str], *, batch_size: int | None = None, progress: bool = False,
