@@ -90,8 +90,9 @@ class BloomDecoder:
         self.bias[:, :, width:] = torch.finfo(dtype).min
         self.prefix: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: [heads, shared, head_dim] keys, values
         self.filled = 0  # positions after the prefix whose keys and values are in the buffers
+        # flip: which of the workspace's two blocks the next buffers take (the other holds the current ones)
         self.total, self.workspace, self.flip = total, workspace, False
-        self.keys: list[torch.Tensor] = []  # per layer: [rows, heads, capacity, head_dim]
+        self.keys: list[torch.Tensor] = []  # per layer: [rows, heads, capacity, head_dim]; none before the first layout
         self.values: list[torch.Tensor] = []
         self.keys, self.values = self._relayout(torch.arange(len(rows), device=dev), min(total, width + GROW))
         self.slots = torch.arange(len(rows), device=dev)  # buffer row of each live row, in order
@@ -122,7 +123,7 @@ class BloomDecoder:
         if keep is not None:
             self.slots = self.slots[keep]
         compact = len(self.slots) <= (1 - COMPACT_AT) * len(self.keys[0])
-        if compact or self.filled == self.keys[0].shape[2]:
+        if compact or self.filled == self.keys[0].shape[2]:  # a new layout: live rows only, room to grow
             live, self.slots = self.slots, torch.arange(len(self.slots), device=self.slots.device)
             self.alibi, self.bias = self._rows(self.alibi, live), self._rows(self.bias, live)
             self.keys, self.values = self._relayout(live, min(self.total, self.filled + GROW))
@@ -162,8 +163,9 @@ class BloomDecoder:
              prefix: list[tuple[torch.Tensor, torch.Tensor]], start: int) -> torch.Tensor:
         """Run ``ids`` ([rows, queries], the rows of ``keys`` and ``values``, at positions ``start``
         on) through the model, storing their keys and values; the last position's hidden state.
-        ``bias``: [rows * heads, queries, keys so far] over the buffers' keys; ``prefix``: the shared
-        prefix's keys and values per layer, attended with ``self.prefix_bias`` (none: no prefix)."""
+        ``bias``: [rows * heads, queries, keys read] over the buffers' first positions (a step
+        reads them all); ``prefix``: the shared prefix's keys and values per layer, attended with
+        ``self.prefix_bias`` (none: no prefix)."""
         heads, dim = self.heads, self.head_dim
         x = F.layer_norm(F.embedding(ids, self.embedding), *self.embedding_norm)
         rows, q, hidden = x.shape
