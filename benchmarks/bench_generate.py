@@ -1,8 +1,10 @@
 """Prompts per second of ``TemplateLM.generate`` (length-sorted, de-duplicated, auto batch, our own
-greedy loop: shared template prefix run once, finished rows dropped, cache grown in place) against
-the way it generated before (``model.generate`` on batches of 64 in the caller's order), on the same
-inputs and model, in one process. Greedy PB beautification of mini-world prompts, as InstructPE
-assembly runs it (x_o and y_o of each triplet).
+greedy loop ``greedy_batch``: shared template prefix run once, finished rows dropped; on a BLOOM
+model, as the PB model is, each step runs on the model's own weights in ``fast_decode.BloomDecoder``:
+key/value buffers written in place and grown a few positions at a time, the shared prefix's keys
+attended once per head, no library forward; 256 rows a batch on a CPU) against the way it generated before (``model.generate`` on batches of 64 in the caller's
+order), on the same inputs and model, in one process. Greedy PB beautification of mini-world
+prompts, as InstructPE assembly runs it (x_o and y_o of each triplet).
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/bench_generate.py [--model runs/tiny/pb] [--n 300] \
         [--device cuda] [--batch 128]

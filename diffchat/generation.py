@@ -13,7 +13,8 @@ is shortened from its end (trailing tags matter least) until the filled template
 
 Generation is the engine under PB beautification, InstructPE assembly, evaluation and chat,
 so it is made fast here, once. Greedy decoding runs ``greedy_batch``, a decoding loop of our
-own with the same outputs as ``model.generate``; sampling and other decoding options go to
+own with the same outputs as ``model.generate`` (on a BLOOM model, as the PB model is, its steps
+run on the model's weights in ``fast_decode``); sampling and other decoding options go to
 ``model.generate``.
 """
 
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from diffchat import fast_decode
 from diffchat.profiles import TEMPLATE_T
 
 DEFAULT_DECODING: dict[str, Any] = {"do_sample": False, "repetition_penalty": 1.0}
@@ -69,9 +71,50 @@ def _shared_prefix(rows: list[list[int]]) -> int:
     return n
 
 
+class _LibraryDecoder:
+    """Prefill and greedy steps through the model's own forward and a ``DynamicCache``: the path
+    of every model that ``fast_decode.fits`` does not take. The interface of ``BloomDecoder``."""
+
+    def __init__(self, model, rows: list[list[int]], *, shared: int, pad_token_id: int):
+        self.model, dev = model, model.device
+        self.takes_positions = "position_ids" in inspect.signature(model.forward).parameters
+        self.cache = DynamicCache(config=model.config)
+        if shared:
+            model(input_ids=torch.tensor([rows[0][:shared]], device=dev), cache=self.cache, use_cache=True,
+                  logits_to_keep=1)
+            self.cache.batch_repeat_interleave(len(rows))
+        width = max(len(r) for r in rows) - shared
+        ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        for row, tokens in enumerate(rows):
+            own = tokens[shared:]
+            ids[row, width - len(own):] = torch.tensor(own)
+            mask[row, shared + width - len(own):] = 1
+        self.ids, self.mask = ids.to(dev), mask.to(dev)
+        self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+
+    def prefill(self) -> torch.Tensor:
+        return self._forward(self.ids)
+
+    def step(self, ids: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        if keep is not None:
+            self.cache.batch_select_indices(keep)
+            self.mask, self.positions = self.mask[keep], self.positions[keep]
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(ids), 1))], dim=1)
+        self.positions = self.positions[:, -1:] + 1
+        return self._forward(ids[:, None])
+
+    def _forward(self, ids: torch.Tensor) -> torch.Tensor:
+        extra = {"position_ids": self.positions} if self.takes_positions else {}
+        return self.model(input_ids=ids, attention_mask=self.mask, cache=self.cache, use_cache=True,
+                          logits_to_keep=1, **extra).logits[:, -1]
+
+
 @torch.inference_mode()
 def greedy_batch(model, rows: list[list[int]], *, max_new_tokens: int, eos_token_id: int,
-                 pad_token_id: int, no_repeat_output_ngram: int = 0) -> list[list[int]]:
+                 pad_token_id: int, no_repeat_output_ngram: int = 0,
+                 workspace: dict | None = None) -> list[list[int]]:
     """Greedy continuations of token-id rows (the new ids, up to and including EOS): the same
     tokens as ``model.generate(do_sample=False)`` with left padding and ``NoRepeatOutputNGram``
     (up to float rounding, which any change of batch shape brings), with less arithmetic.
@@ -81,32 +124,22 @@ def greedy_batch(model, rows: list[list[int]], *, max_new_tokens: int, eos_token
     ``generate``). A row that ends leaves the batch (its cache rows dropped), where ``generate``
     keeps computing it until the last row ends; the n-gram rule keeps, per row, the tokens that
     followed each (n-1)-gram of the output, instead of rescanning the output every step.
+    A BLOOM model runs on ``fast_decode.BloomDecoder`` (its weights, no library forward), any
+    other through its forward. A ``workspace`` (a dict, empty at first) passed to the calls of
+    one generation lets them reuse the memory of their key/value buffers.
     """
     dev, n = model.device, no_repeat_output_ngram
-    takes_positions = "position_ids" in inspect.signature(model.forward).parameters
     shared = _shared_prefix(rows) if len(rows) > 1 else 0
-    width = max(len(r) for r in rows) - shared
-    cache = DynamicCache(config=model.config)
-    if shared:
-        model(input_ids=torch.tensor([rows[0][:shared]], device=dev), cache=cache, use_cache=True,
-              logits_to_keep=1)
-        cache.batch_repeat_interleave(len(rows))
-    ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
-    mask[:, :shared] = 1
-    for row, tokens in enumerate(rows):
-        own = tokens[shared:]
-        ids[row, width - len(own):] = torch.tensor(own)
-        mask[row, shared + width - len(own):] = 1
-    ids, mask = ids.to(dev), mask.to(dev)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+    if fast_decode.fits(model):
+        decoder = fast_decode.BloomDecoder(model, rows, shared=shared, pad_token_id=pad_token_id,
+                                           max_new_tokens=max_new_tokens, workspace=workspace)
+    else:
+        decoder = _LibraryDecoder(model, rows, shared=shared, pad_token_id=pad_token_id)
+    logits = decoder.prefill()
     out: list[list[int]] = [[] for _ in rows]
     bans: list[dict[tuple, set]] = [{} for _ in rows]  # (n-1)-gram of the output -> tokens that followed it
     alive = list(range(len(rows)))
     while True:
-        extra = {"position_ids": positions} if takes_positions else {}
-        logits = model(input_ids=ids, attention_mask=mask, cache=cache, use_cache=True,
-                       logits_to_keep=1, **extra).logits[:, -1]
         if n:
             banned = [(j, t) for j, row in enumerate(alive) if len(out[row]) >= n - 1
                       for t in bans[row].get(tuple(out[row][len(out[row]) - n + 1:]), ())]
@@ -123,14 +156,12 @@ def greedy_batch(model, rows: list[list[int]], *, max_new_tokens: int, eos_token
                 keep.append(j)
         if not keep:
             return out
+        index = None
         if len(keep) < len(alive):
             index = torch.tensor(keep, device=dev)
-            cache.batch_select_indices(index)
-            next_ids, mask, positions = next_ids[index], mask[index], positions[index]
+            next_ids = next_ids[index]
             alive = [alive[j] for j in keep]
-        ids = next_ids[:, None]
-        mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
-        positions = positions[:, -1:] + 1
+        logits = decoder.step(next_ids, index)
 
 
 class TemplateLM:
@@ -193,13 +224,17 @@ class TemplateLM:
     def auto_batch_size(self) -> int:
         """Rows per batch: hundreds where the device has room. A decoding step has a fixed cost
         that a larger batch shares, and a finished row leaves the batch (``greedy_batch``), so a
-        large batch wastes nothing on short answers; on a CPU the cache a step copies grows with
-        the batch, and 128 rows beat 64 and 200 for the tiny PB model. A GPU with free memory
-        takes 512."""
+        large batch wastes nothing on short answers. On a CPU, 256 rows for a BLOOM model
+        (``fast_decode``): with the trained tiny PB model, 600 prompts take 1.28-1.30 CPU
+        seconds at 256 rows, 1.34-1.44 s at 128, 1.53-1.61 s at 64, 1.27-1.39 s at 384 and
+        1.51-1.56 s at 600 (two runs each of ``OMP_NUM_THREADS=1 python
+        benchmarks/bench_generate.py --model runs/tiny/pb --batch N``). Other models, through
+        the library's forward, whose cache a step copies: 128 (it beat 64 and 200 there). A GPU
+        with free memory takes 512."""
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             return 512 if free > 8 * 2**30 else 128
-        return 128
+        return 256 if fast_decode.fits(self.model) else 128
 
     @torch.no_grad()
     def generate(self, texts: list[str], *, batch_size: int | None = None, progress: bool = False,
@@ -224,6 +259,7 @@ class TemplateLM:
         order = sorted(range(len(todo)), key=lambda n: len(ids[n]))
         answers: list[str] = [""] * len(todo)
         starts = range(0, len(order), batch_size)
+        workspace: dict = {}  # the batches' key/value buffers, reused (greedy_batch)
         if progress:
             from tqdm.auto import tqdm
 
@@ -234,7 +270,7 @@ class TemplateLM:
                 new = greedy_batch(self.model, [ids[n] for n in rows], max_new_tokens=opts["max_new_tokens"],
                                    eos_token_id=self.tokenizer.eos_token_id,
                                    pad_token_id=self.tokenizer.pad_token_id,
-                                   no_repeat_output_ngram=no_repeat_output_ngram)
+                                   no_repeat_output_ngram=no_repeat_output_ngram, workspace=workspace)
             else:
                 new = self._library_generate([ids[n] for n in rows], no_repeat_output_ngram, opts)
             for n, text in zip(rows, self.tokenizer.batch_decode(new, skip_special_tokens=True)):
