@@ -7,7 +7,7 @@ then compares PPO with SFT on the held-out splits as the ppo stage does
 (SFT -> PPO and the change), the largest KL, and the spread of the held-out changes over seeds.
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/ppo_seeds.py --runs runs --seeds 0 1 2 \\
-        [--ppo '{"iterations": 40}'] [--rl '{"lr": 1e-3}'] [--out /tmp/ppo_seeds]
+        [--ppo '{"iterations": 40}'] [--rl '{"lr": 1e-3}'] [--out runs/ppo_seeds]
 
 Set DIFFCHAT_QUICK=1 for a run made with CI's shortened profile.
 """
