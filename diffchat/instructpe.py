@@ -268,9 +268,11 @@ def instructpe_stage(ctx: StageContext) -> dict:
     from diffchat.data.loaders import save_instructpe
     from diffchat.data.teachers import make_teacher
     from diffchat.pb import PBModel
+    from diffchat.pipeline import teacher_spec
 
     pb = PBModel.from_pretrained(ctx.input("pb"))
-    teacher = make_teacher(ctx.config["teacher"], cache_dir=ctx.cache)
+    # The key records the teacher with its endpoint and model (pipeline.teacher_key); built from the spec.
+    teacher = make_teacher(teacher_spec(ctx.profile), cache_dir=ctx.cache)
     funnels, summary, warnings = {}, {}, {}
     for split in SPLITS:
         triplets = read_split(ctx.input("data"), split)

@@ -23,6 +23,13 @@ def teacher_spec(p: Profile) -> str:
     return os.environ.get("DIFFCHAT_TEACHER") or p.models.teacher
 
 
+def teacher_key(p: Profile) -> str:
+    """The teacher as stage keys record it: for an OpenAI-compatible endpoint, its model and URL."""
+    from diffchat.data.teachers import teacher_identity
+
+    return teacher_identity(teacher_spec(p))
+
+
 def data_config(p: Profile) -> dict:
     """The data section; for real sources also which files the data came from."""
     config = {k: v for k, v in p.section("data").items() if k != "n_reward_labels"}
@@ -44,7 +51,7 @@ def eval_config(p: Profile) -> dict:
     """What the eval stage's key records (the runner adds which PPO runs had finished)."""
     m = p.models
     return {"eval": p.section("eval"), "tis": list(p.eval.tis or m.tis), "seeds": list(p.images.seeds),
-            "teacher": teacher_spec(p),
+            "teacher": teacher_key(p),
             "scorers": {"aesthetic": m.aesthetic, "pickscore": m.pickscore,
                         "pickscore_processor": m.pickscore_processor, "hps": m.hps, "clip": m.clip}}
 
@@ -95,7 +102,7 @@ COURSE = Pipeline([
           description="train the prompt-beautification model on <simplified, high-quality> pairs (3.1)"),
     Stage("instructpe", "diffchat.instructpe:instructpe_stage", inputs=("data", "pb"),
           outputs=("InstructPE_train.json", "funnel.json"),
-          config=lambda p: {"teacher": teacher_spec(p), "ci_threshold": p.ppo.ci_threshold},
+          config=lambda p: {"teacher": teacher_key(p), "ci_threshold": p.ppo.ci_threshold},
           data_files=WORD_LISTS + NSFW_LIST,
           description="assemble InstructPE: PB beautification, T_A/T_B teacher, filters (Fig. 2)"),
     Stage("sft", "diffchat.sft:sft_stage", inputs=("instructpe", "base", "pb"),

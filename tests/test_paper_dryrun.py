@@ -97,7 +97,8 @@ def test_the_paper_profile_runs_from_real_files_to_sft_and_reward_models(dry_run
 def test_instructpe_asks_the_openai_compatible_teacher_and_filters(dry_run):
     root, server, _ = dry_run
     ipe = manifest(root, "instructpe")
-    assert ipe["key"]["config"]["teacher"] == "openai"
+    # The key names the endpoint's model and URL, not just "openai".
+    assert ipe["key"]["config"]["teacher"] == f"openai:chatgpt-stand-in@{server.url.rstrip('/')}"
     assert ipe["summary"]["teacher_calls"] == len(server.requests) == 33
     assert {r["body"]["model"] for r in server.requests} == {"chatgpt-stand-in"}
     funnels = json.loads((root / "paper" / "instructpe" / "funnel.json").read_text())

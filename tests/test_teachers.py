@@ -582,3 +582,26 @@ def test_rule_teacher_repeats_the_raw_edit_it_is_given(tmp_path):
     swap = Request("write_target", x, "swap the elephant for a squirrel",
                    raw_edit=("a elephant", "a rabbit"))
     assert teacher.ask(swap) == "a teal squirrel in a theater, oil painting, 8k"
+
+
+def test_the_endpoint_model_is_part_of_the_teacher_stages_keys(monkeypatch):
+    """'openai' alone does not say which model answers: pointing DIFFCHAT_TEACHER_MODEL elsewhere
+    must make InstructPE (and the evaluation that asks the teacher) stale; a named teacher's key
+    does not read the endpoint's environment."""
+    from diffchat.data.teachers import teacher_identity
+    from diffchat.pipeline import COURSE
+    from diffchat.profiles import get_profile
+
+    profile = get_profile("tiny")
+    monkeypatch.setenv("DIFFCHAT_TEACHER", "openai")
+    monkeypatch.setenv("DIFFCHAT_TEACHER_BASE_URL", "http://127.0.0.1:9/v1/")
+    monkeypatch.setenv("DIFFCHAT_TEACHER_MODEL", "model-a")
+    first = {name: COURSE.key(name, profile)["config"]["teacher"] for name in ("instructpe", "eval")}
+    assert first["instructpe"] == teacher_identity("openai") == OpenAITeacher().name == (
+        "openai:model-a@http://127.0.0.1:9/v1")
+    monkeypatch.setenv("DIFFCHAT_TEACHER_MODEL", "model-b")
+    assert all(COURSE.key(name, profile)["config"]["teacher"] != first[name] for name in first)
+    monkeypatch.setenv("DIFFCHAT_TEACHER", "rule")
+    rule = COURSE.key("instructpe", profile)
+    monkeypatch.setenv("DIFFCHAT_TEACHER_MODEL", "model-c")
+    assert COURSE.key("instructpe", profile) == rule and rule["config"]["teacher"] == "rule"

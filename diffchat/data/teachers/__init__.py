@@ -30,6 +30,7 @@ from diffchat.data.teachers.backends import (
     Teacher,
     TeacherConfigError,
     TeacherError,
+    openai_endpoint,
 )
 from diffchat.data.teachers.cache import TeacherCache
 from diffchat.data.teachers.prompts import (
@@ -59,6 +60,7 @@ __all__ = [
     "clean_answer",
     "make_teacher",
     "pb_summary_messages",
+    "teacher_identity",
     "write_source_messages",
     "write_target_messages",
 ]
@@ -81,6 +83,17 @@ def make_teacher(spec: str, cache_dir: str | os.PathLike | None = None) -> Teach
     if spec == "openai":
         return OpenAITeacher(cache=cache)
     return LocalTeacher(spec, cache=cache)
+
+
+def teacher_identity(spec: str) -> str:
+    """What a stage's key records for a teacher spec. 'openai' alone does not say which model
+    answers: it is the endpoint and model the environment picks (``openai_endpoint``), as in
+    ``OpenAITeacher.name``, so that pointing DIFFCHAT_TEACHER_MODEL or the base URL elsewhere
+    rebuilds the stages the teacher wrote. Any other spec names its teacher already."""
+    if spec == "openai":
+        url, model = openai_endpoint()
+        return f"openai:{model}@{url}"
+    return spec
 
 
 def ask_many(

@@ -137,6 +137,15 @@ _DEFAULT_MODEL = "gpt-3.5-turbo"  # ChatGPT, as in section 3.1
 _NO_KEY = "no-key"
 
 
+def openai_endpoint(base_url: str | None = None, model: str | None = None) -> tuple[str, str]:
+    """(base URL, model) an ``OpenAITeacher`` talks to: the arguments, else the environment's
+    ``DIFFCHAT_TEACHER_BASE_URL`` / ``OPENAI_BASE_URL`` and ``DIFFCHAT_TEACHER_MODEL``, else
+    OpenAI's URL and gpt-3.5-turbo."""
+    url = (base_url or os.environ.get("DIFFCHAT_TEACHER_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
+           or _DEFAULT_BASE_URL)
+    return url.rstrip("/"), model or os.environ.get("DIFFCHAT_TEACHER_MODEL") or _DEFAULT_MODEL
+
+
 class OpenAITeacher(Teacher):
     """Any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, Ollama, LM Studio...).
 
@@ -164,13 +173,7 @@ class OpenAITeacher(Teacher):
         import openai
 
         super().__init__(cache)
-        self.base_url = (
-            base_url
-            or os.environ.get("DIFFCHAT_TEACHER_BASE_URL")
-            or os.environ.get("OPENAI_BASE_URL")
-            or _DEFAULT_BASE_URL
-        ).rstrip("/")
-        self.model = model or os.environ.get("DIFFCHAT_TEACHER_MODEL") or _DEFAULT_MODEL
+        self.base_url, self.model = openai_endpoint(base_url, model)
         key = os.environ.get("OPENAI_API_KEY", "") if api_key is None else api_key
         self.temperature = temperature
         self.max_tokens = max_tokens  # None: not sent (newer OpenAI models reject the field)
