@@ -275,6 +275,9 @@ def test_demo_in_a_browser(runs, tmp_path):
                 if page.input_value(".diffchat-prompt-box textarea") != old_prompt:  # else the same image
                     page.wait_for_function("src => document.querySelector('.diffchat-app .diffchat-image')"
                                            ".getAttribute('src') != src", arg=before, timeout=180_000)
+            # The prompt, image and thumbnail widgets reach the browser one after another: wait for the row.
+            page.wait_for_function("n => document.querySelectorAll('.diffchat-thumb').length >= n", arg=3,
+                                   timeout=180_000)
             assert page.locator(".diffchat-thumb").count() == 3
             assert "after: add a hat" in page.inner_text(".diffchat-prompt")
             assert page.eval_on_selector(".diffchat-app .diffchat-image", "e => e.naturalWidth") == 32
