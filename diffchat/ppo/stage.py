@@ -21,22 +21,34 @@ from diffchat.runner import StageContext, train_once, write_json
 HELD_OUT = ("test_seen", "test_unseen")
 
 
+def _sequence_reward(aesthetic_rm, pickscore_rm, cfg):
+    """The training reward (ppo/rewards.py) from the two text reward model folders."""
+    from diffchat.ppo.rewards import SequenceReward
+    from diffchat.reward_models import TextRewardModel
+
+    return SequenceReward(TextRewardModel.from_pretrained(aesthetic_rm),
+                          TextRewardModel.from_pretrained(pickscore_rm), cfg)
+
+
+def _greedy_rewrites(folder, rows: list[dict], cfg) -> list[str]:
+    """A DiffChat model folder's greedy rewrites of InstructPE rows (x, i), at a budget that
+    leaves room for the PPO run's longest response."""
+    from diffchat.model import DiffChat
+
+    model = DiffChat.from_pretrained(folder, max_length=max(cfg.max_new_tokens * 2, 192))
+    return model.rewrite_batch([r["beautified_source_prompt"] for r in rows], [r["instruction"] for r in rows])
+
+
 def evaluate_against_sft(ppo_dir, sft_dir, rewards_dir, splits: dict[str, list[dict]], cfg) -> dict[str, Any]:
     """SFT and PPO models' greedy rewrites of the same held-out rows, scored by the training
     reward and by the mini-world's edit metrics: per split, and over all of them ("held_out")."""
     from diffchat.edit_metrics import evaluate_rewrites
-    from diffchat.model import DiffChat
-    from diffchat.ppo.rewards import SequenceReward
-    from diffchat.reward_models import TextRewardModel
 
-    reward = SequenceReward(TextRewardModel.from_pretrained(rewards_dir / "rm_aesthetic"),
-                            TextRewardModel.from_pretrained(rewards_dir / "rm_pickscore"), cfg)
+    reward = _sequence_reward(rewards_dir / "rm_aesthetic", rewards_dir / "rm_pickscore", cfg)
     rows = [r for split_rows in splits.values() for r in split_rows]
     outputs, terms = {}, {}
     for method, folder in (("sft", sft_dir), ("ppo", ppo_dir)):
-        model = DiffChat.from_pretrained(folder, max_length=max(cfg.max_new_tokens * 2, 192))
-        outputs[method] = model.rewrite_batch([r["beautified_source_prompt"] for r in rows],
-                                              [r["instruction"] for r in rows])
+        outputs[method] = _greedy_rewrites(folder, rows, cfg)
         terms[method] = reward(rows, outputs[method])[1]
     spans, start = {}, 0
     for name, split_rows in splits.items():
@@ -67,17 +79,9 @@ def training_headroom(sft_dir, aesthetic_rm, pickscore_rm, rows: list[dict], cfg
     how small. Returns the rows scored, the mean reward, mean raw CI, the reward models' mean
     gains and the share of rows whose thresholded CI is 0 (keywords lost: what CI can fix).
     """
-    from diffchat.model import DiffChat
-    from diffchat.ppo.rewards import SequenceReward
-    from diffchat.reward_models import TextRewardModel
-
     picked = random.Random(seed).sample(rows, min(n, len(rows)))
-    reward = SequenceReward(TextRewardModel.from_pretrained(aesthetic_rm),
-                            TextRewardModel.from_pretrained(pickscore_rm), cfg)
-    model = DiffChat.from_pretrained(sft_dir, max_length=max(cfg.max_new_tokens * 2, 192))
-    outputs = model.rewrite_batch([r["beautified_source_prompt"] for r in picked],
-                                  [r["instruction"] for r in picked])
-    terms = reward(picked, outputs)[1]
+    reward = _sequence_reward(aesthetic_rm, pickscore_rm, cfg)
+    terms = reward(picked, _greedy_rewrites(sft_dir, picked, cfg))[1]
     mean = {k: round(sum(terms[k]) / len(picked), 4)
             for k in ("reward", "ci_raw", "aesthetic_gain", "pickscore_gain")}
     return {"rows": len(picked), **mean,
