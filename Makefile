@@ -18,11 +18,13 @@ export MALLOC_TRIM_THRESHOLD_ ?= 1073741824
 
 setup: $(VENV)/.installed
 
+# PYTHONWARNINGS=ignore: setuptools' build backend warns on every editable install ("be careful with
+# folders named like the package"); the warning is about import order, not about this project.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e ".[dev,notebooks]"
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q -e ".[dev,notebooks]"
 	$(BIN)/diffchat setup
 	touch $@
 
