@@ -99,15 +99,20 @@ class TrainConfig:
     # SFT and PB trainer (diffchat.sft, where TRL's default is on); the RM trainer and PPO never
     # checkpoint. A profile turns it on where memory is short.
     activation_checkpointing: bool = False
+    # Ours: optimiser steps between resumable checkpoints (diffchat.checkpoints); only the newest
+    # is kept. A tiny-profile checkpoint (weights and AdamW state, ~15 MB) takes well under a
+    # second, and 100 steps are a minute or two of CPU training, all a kill can lose.
+    save_steps: int = 100
 
     def tokens_per_step(self) -> int:
         """The most tokens one optimiser step sees: batch size x accumulation x max length."""
         return self.batch_size * self.grad_accum * self.max_length
 
 
-# TrainConfig fields that change how fast a phase runs, never what it computes: left out of the
-# stages' keys (Profile.section), so that turning one reuses the stages a run has finished.
-SPEED_ONLY = ("activation_checkpointing",)
+# TrainConfig fields that change how fast a phase runs or how often it checkpoints, never what it
+# computes: left out of the stages' keys (Profile.section), so that turning one reuses the stages
+# a run has finished (and the checkpoints of one it has not).
+SPEED_ONLY = ("activation_checkpointing", "save_steps")
 
 
 @dataclass(frozen=True)
