@@ -239,3 +239,27 @@ def test_a_sigkilled_run_resumes(base, tmp_path):
     assert resumed["resumed_from"] == 2 and any(m.startswith("resuming from step 2 of 10") for m in said)
     _sft(_rows(40), base, tmp_path / "whole", SFT)
     _assert_same_weights(_weights(tmp_path / "whole"), _weights(tmp_path / "cut"))
+
+
+def test_a_stage_killed_in_training_resumes_from_its_cache(base, tmp_path):
+    """Through the runner: a stage whose training is killed leaves its checkpoints in the
+    stage's cache (``train_once(..., resumable=True)``, as the pb, sft and rewards stages call
+    it), and running the stage again resumes from them."""
+    from diffchat import runner
+    from diffchat.profiles import get_profile
+
+    said, kill = [], [KillAt()]
+
+    def toy_train(ctx):
+        runner.train_once(ctx, lambda out: _sft(_rows(40), base, out, SFT, callbacks=kill,
+                                               log=lambda m: said.append(f"{ctx.stage}: {m}")),
+                          resumable=True)
+
+    pipeline = runner.Pipeline([runner.Stage("toy_train", toy_train, outputs=("model.safetensors",))])
+    with pytest.raises(Killed):
+        pipeline.run("toy_train", get_profile("tiny"), tmp_path)
+    kill.clear()
+    final = pipeline.run("toy_train", get_profile("tiny"), tmp_path)
+    assert any(m.startswith("toy_train: resuming from step 2 of 10") for m in said), said
+    _sft(_rows(40), base, tmp_path / "whole", SFT)
+    _assert_same_weights(_weights(tmp_path / "whole"), _weights(final))
