@@ -263,3 +263,39 @@ def test_a_stage_killed_in_training_resumes_from_its_cache(base, tmp_path):
     assert any(m.startswith("toy_train: resuming from step 2 of 10") for m in said), said
     _sft(_rows(40), base, tmp_path / "whole", SFT)
     _assert_same_weights(_weights(tmp_path / "whole"), _weights(final))
+
+
+# ---- the course runner: no time limit on training cells, passive OpenMP threads -------------
+
+
+def test_course_kernels_wait_passively_unless_the_user_chose():
+    from diffchat.course import thread_env
+
+    assert thread_env({}) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert thread_env({"OMP_NUM_THREADS": "2"}) == {}, "the user's thread count stands"
+    assert thread_env({"OMP_WAIT_POLICY": "ACTIVE"}) == {}
+
+
+def _notebook(path: Path, *sources: str) -> Path:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    nbformat.write(nb, path)
+    return path
+
+
+def test_the_kernel_gets_the_thread_setting_and_a_cell_limit_names_the_way_out(tmp_path, monkeypatch):
+    import nbformat
+
+    from diffchat.course import run_notebook
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    book = _notebook(tmp_path / "env.ipynb", "import os; print(os.environ.get('OMP_WAIT_POLICY'))")
+    out = run_notebook(book, "tiny", tmp_path / "out")
+    assert nbformat.read(out, as_version=4).cells[0].outputs[0]["text"].strip() == "PASSIVE"
+    assert "OMP_WAIT_POLICY" not in os.environ, "the runner's own environment is left alone"
+
+    slow = _notebook(tmp_path / "slow.ipynb", "import time; time.sleep(30)")
+    with pytest.raises(RuntimeError, match="slow.ipynb: a cell ran past the 2 s limit .* resumes from the last"):
+        run_notebook(slow, "tiny", tmp_path / "out", timeout=2)
