@@ -117,6 +117,13 @@ def test_checkpoints_change_no_weights(base, tmp_path):
     _sft(rows, base, tmp_path / "often", SFT)
     _sft(rows, base, tmp_path / "end", dataclasses.replace(SFT, save_steps=1000))
     _assert_same_weights(_weights(tmp_path / "often"), _weights(tmp_path / "end"))
+    from diffchat.pipeline import COURSE
+    from diffchat.profiles import get_profile
+
+    tiny = get_profile("tiny")
+    other = tiny.with_overrides(**{s: {"save_steps": 7} for s in ("pb", "sft", "rm")})
+    for stage in ("pb", "sft", "rewards"):
+        assert COURSE.key(stage, other) == COURSE.key(stage, tiny)
 
 
 def test_checkpoints_of_another_run_are_an_error(base, tmp_path):
