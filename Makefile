@@ -29,7 +29,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Tests run on one thread: two threads on a loaded 2-core machine are up to 20x slower.
-# The course itself uses the machine's cores (torch's default).
+# The course itself uses the machine's cores (torch's default), its kernels with passive OpenMP
+# waiting unless OMP_NUM_THREADS or OMP_WAIT_POLICY is set (diffchat.course.thread_env).
 test: setup
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 

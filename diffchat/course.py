@@ -6,6 +6,7 @@ import os
 import platform
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,10 +81,34 @@ def list_notebooks() -> list[Path]:
     return sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
-def run_notebook(path: Path, profile: str, out_dir: Path, timeout: int = 1800) -> Path:
-    """Execute one notebook in a fresh kernel (cwd = notebooks/) and save the executed copy."""
+def thread_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The OpenMP setting the course's kernels get: passive waiting, unless the user set
+    OMP_NUM_THREADS or OMP_WAIT_POLICY (then theirs stand, untouched).
+
+    Torch runs its CPU ops on one OpenMP thread per core, and between ops the idle threads
+    spin. On a machine busy with other work the spinning threads take the cores the working
+    ones wait for: on the course's 2-core machine at load 8 to 9, a tiny-profile training step
+    took 4.4 to 7.4 s with torch's default, 0.9 to 1.2 s on one thread and 1.0 to 1.3 s on two
+    passive threads (``benchmarks/bench_threads.py``). Passive threads sleep instead of
+    spinning. The thread count stays torch's default, so the trained models (whose last bits
+    depend on the thread count) do not depend on how busy the machine was.
+    """
+    if "OMP_NUM_THREADS" in environ or "OMP_WAIT_POLICY" in environ:
+        return {}
+    return {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def run_notebook(path: Path, profile: str, out_dir: Path, timeout: int | None = None) -> Path:
+    """Execute one notebook in a fresh kernel (cwd = notebooks/) and save the executed copy.
+
+    No cell has a time limit unless ``timeout`` (seconds) sets one: a training cell on a busy
+    machine may take hours, and nothing tells a slow cell from a stuck one. A run stopped or
+    killed anyway loses little: run it again and each training stage resumes from its last
+    checkpoint (``diffchat.checkpoints``). The kernel gets ``thread_env``'s OpenMP setting.
+    """
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError
 
     nb = nbformat.read(path, as_version=4)
     os.environ["DIFFCHAT_PROFILE"] = profile
@@ -91,7 +116,10 @@ def run_notebook(path: Path, profile: str, out_dir: Path, timeout: int = 1800) -
                             resources={"metadata": {"path": str(path.parent)}})
     start_time = time.time()
     try:
-        client.execute()
+        client.execute(env={**os.environ, **thread_env()})
+    except CellTimeoutError:
+        raise RuntimeError(f"{path.name}: a cell ran past the {timeout} s limit and was stopped; run it "
+                           "again (without a limit): training resumes from the last checkpoint") from None
     finally:
         out_dir.mkdir(parents=True, exist_ok=True)
         out = out_dir / path.name
@@ -175,7 +203,9 @@ def timing_report(profile: str, root: Path, notebook_seconds: dict[str, float]) 
         if manifest:
             stages[name] = manifest["seconds"]
     timings = {"profile": profile, "notebooks": notebook_seconds, "stages": stages,
-               "threads": __import__("torch").get_num_threads(), "machine": platform.processor() or platform.machine()}
+               "threads": __import__("torch").get_num_threads(),
+               "omp_wait_policy": {**os.environ, **thread_env()}.get("OMP_WAIT_POLICY", "default"),
+               "machine": platform.processor() or platform.machine()}
     (root / profile / "timings.json").write_text(json.dumps(timings, indent=2))
     lines = [f"timings ({profile}, written to {root / profile / 'timings.json'}):"]
     lines += [f"  notebook {name:24s} {sec:8.1f} s" for name, sec in notebook_seconds.items()]

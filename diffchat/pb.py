@@ -120,8 +120,8 @@ def pb_stage(ctx: StageContext) -> dict:
     data = ctx.input("data")
     train = read_split(data, "train", "pb")
     log = train_once(ctx, lambda out: train_pb(train, base_path(ctx), out, ctx.profile.pb,
-                                               seed=ctx.profile.data.seed,
-                                               dtype=ctx.profile.models.dtype, log=ctx.log))
+                                               seed=ctx.profile.data.seed, dtype=ctx.profile.models.dtype,
+                                               log=lambda m: ctx.log(f"pb: {m}")), resumable=True)
     if ctx.profile.data.source == "miniworld":
         tags, tags_from = quality_tags(), "the mini-world's quality tags"
     else:

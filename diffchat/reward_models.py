@@ -19,7 +19,8 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,12 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from diffchat import checkpoints
 from diffchat.device import MASTER_DTYPE, pick_device, train_precision
 from diffchat.labels import TARGETS, label_prompts, read_labels
 from diffchat.loading import freeze_all_but_last, load_regression_model, load_tokenizer
 from diffchat.profiles import TrainConfig
-from diffchat.runner import StageContext, write_json
+from diffchat.runner import StageContext, train_once, write_json
 
 LABEL_STATS = "label_stats.json"
 
@@ -154,6 +156,8 @@ def train_reward_model(
     seed: int = 0,
     eval_rows: list[dict] | None = None,
     dtype: str = "auto",
+    log: Callable[[str], None] = print,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Fit a regression head on ``base`` (a folder or hub id) to predict ``target`` from text.
 
@@ -163,6 +167,10 @@ def train_reward_model(
     per step and, with ``eval_rows``, held-out MSE and Spearman beside those of predicting
     the training mean (``loss_steps`` gives each loss's step: at most ~200 are logged).
     ``dtype`` is the compute precision; weights train in fp32 (``diffchat.device.train_precision``).
+    Checkpoints go to ``out_dir/trainer`` every ``cfg.save_steps`` steps: called again with the
+    same arguments after a kill, it resumes from the last one and ends with the same weights
+    (``diffchat.checkpoints``); ``resumed_from`` in the result says from which step.
+    ``callbacks``: more ``TrainerCallback``s.
     """
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
@@ -186,7 +194,7 @@ def train_reward_model(
     train = encode_rows(rows, target, tokenizer, cfg.max_length, mean, std)
 
     args = TrainingArguments(
-        output_dir=str(out_dir),
+        output_dir=str(out_dir / "trainer"),
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps or -1,
         per_device_train_batch_size=cfg.batch_size,
@@ -198,16 +206,17 @@ def train_reward_model(
         use_cpu=device.type == "cpu",
         logging_steps=max(1, _n_steps(len(rows), cfg) // 200),  # at most ~200 curve points
         dataloader_pin_memory=device.type == "cuda",
-        save_strategy="no",
+        **checkpoints.checkpoint_args(cfg),
         report_to="none",
         seed=seed,
         disable_tqdm=False,
     )
     trainer = Trainer(model=model, args=args, train_dataset=train,
-                      data_collator=DataCollatorWithPadding(tokenizer))
-    trainer.train()
-    out_dir.mkdir(parents=True, exist_ok=True)
+                      data_collator=DataCollatorWithPadding(tokenizer), callbacks=list(callbacks))
+    settings = checkpoints.run_settings(rows, cfg, target=target, base=str(base), seed=seed, dtype=dtype)
+    resumed = checkpoints.train(trainer, settings, log)
     trainer.save_model(str(out_dir))
+    shutil.rmtree(out_dir / "trainer", ignore_errors=True)
     tokenizer.save_pretrained(str(out_dir))
     stats = {"target": target, "mean": mean, "std": std, "max_length": cfg.max_length,
              "n_train": len(rows), "base": str(base)}
@@ -216,7 +225,8 @@ def train_reward_model(
     logged = [e for e in trainer.state.log_history if "loss" in e]
     result: dict[str, Any] = {"target": target, "losses": [e["loss"] for e in logged],
                               "loss_steps": [e["step"] for e in logged], "label_mean": mean,
-                              "label_std": std, "n_train": len(rows), "precision": str(precision)}
+                              "label_std": std, "n_train": len(rows), "precision": str(precision),
+                              "resumed_from": resumed}
     if eval_rows:
         rm = TextRewardModel(trainer.model, tokenizer, target, mean, std, cfg.max_length,
                              trainer.model.device)
@@ -284,11 +294,21 @@ def rewards_stage(ctx: StageContext) -> dict:
     reward_base = base_path(ctx) if p.models.reward in ("tiny", p.models.policy) else p.models.reward
     n_eval = max(1, len(labels) // 5)
     train, held_out = labels[n_eval:], labels[:n_eval]
-    results = {}
-    for target in TARGETS:
-        res = train_reward_model(train, target, reward_base, ctx.out / f"rm_{target}", p.rm,
-                                 seed=p.data.seed, eval_rows=held_out)
-        results[target] = res
+
+    def fit(folder: Path) -> dict[str, Any]:
+        """Both RMs, each resuming from its checkpoints; one that finished is not trained again."""
+        results = {}
+        for target in TARGETS:
+            done = folder / f"rm_{target}" / "train_log.json"
+            if not done.is_file():
+                write_json(done, train_reward_model(train, target, reward_base, done.parent, p.rm,
+                                                    seed=p.data.seed, eval_rows=held_out,
+                                                    log=lambda m, t=target: ctx.log(f"rewards ({t}): {m}")))
+            results[target] = json.loads(done.read_text())
+        write_json(folder / "train_log.json", results)
+        return results
+
+    results = train_once(ctx, fit, resumable=True)
     write_json(ctx.out / "rewards_eval.json", results)
     return {t: {k: float(f"{r[k]:.4g}") for k in ("mse", "spearman", "baseline_mse", "baseline_spearman")}
             for t, r in results.items()}

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from diffchat import checkpoints
 from diffchat.data.miniworld import SPLITS
 from diffchat.loading import base_path
 from diffchat.profiles import TEMPLATE_T, TrainConfig
@@ -60,8 +61,9 @@ def completion_trainer(
     fp32 master weights with the autocast ``diffchat.device.train_precision`` picks for
     ``dtype`` (the compute precision, a profile's ``models.dtype``); completion-only loss
     (its collator sets the labels of the prompt's tokens to -100); LoRA or frozen layers as
-    ``cfg`` says. Scratch files go to ``out_dir/trainer``. Its ``train_dataset`` holds the
-    tokenised rows with their labels (``row_loss`` reads one).
+    ``cfg`` says. Scratch files go to ``out_dir/trainer``, checkpoints every ``cfg.save_steps``
+    steps among them (``diffchat.checkpoints``). Its ``train_dataset`` holds the tokenised rows
+    with their labels (``row_loss`` reads one).
     """
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -102,7 +104,7 @@ def completion_trainer(
         completion_only_loss=True,
         activation_checkpointing=cfg.activation_checkpointing,  # transformers 5's name (the old one warns)
         logging_steps=max(1, total_steps // 50),
-        save_strategy="no",
+        **checkpoints.checkpoint_args(cfg),
         report_to="none",
         seed=seed,
         **precision.trainer_flags,
@@ -124,14 +126,18 @@ def train_completion_model(
     seed: int = 0,
     dtype: str = "auto",
     log: Callable[[str], None] = print,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Fine-tune ``base`` on prompt-completion rows; save the (merged) model to ``out_dir``.
 
     ``cfg`` is a Table 3 column (or a profile's scaled-down version): epochs or max_steps,
     batch size, max length, learning rate, weight decay, layers to unfreeze, LoRA.
     ``dtype`` is the compute precision (a profile's ``models.dtype``); weights train and are
-    saved in fp32 (``completion_trainer``).
-    Returns the loss curve and timings; also written to ``out_dir/train_log.json``.
+    saved in fp32 (``completion_trainer``). A run killed before it finished resumes from its
+    last checkpoint in ``out_dir/trainer`` when called again with the same arguments, and ends
+    with the same weights (``diffchat.checkpoints``). ``callbacks``: more ``TrainerCallback``s.
+    Returns the loss curve, timings and the step it resumed from; also written to
+    ``out_dir/train_log.json``.
     """
     from transformers import TrainerCallback
 
@@ -146,13 +152,14 @@ def train_completion_model(
             if logs and "loss" in logs and state.global_step % max(1, total_steps // 10) == 0:
                 log(f"step {state.global_step}/{total_steps} loss {logs['loss']:.4f}")
 
-    trainer = completion_trainer(rows, base, out_dir, cfg, seed=seed, dtype=dtype, callbacks=[_Progress()],
-                                 log=log)
+    trainer = completion_trainer(rows, base, out_dir, cfg, seed=seed, dtype=dtype,
+                                 callbacks=[_Progress(), *callbacks], log=log)
     tokenizer = trainer.processing_class
     precision = train_precision(pick_device(), dtype)
     log(f"training in {precision} on {trainer.args.device.type}")
     start = time.time()
-    trainer.train()
+    settings = checkpoints.run_settings(rows, cfg, base=str(base), seed=seed, dtype=dtype)
+    resumed = checkpoints.train(trainer, settings, log)
     seconds = time.time() - start
     trained = trainer.model
     if cfg.lora:
@@ -162,6 +169,7 @@ def train_completion_model(
     history = [{"step": h["step"], "loss": h["loss"]} for h in trainer.state.log_history if "loss" in h]
     result = {
         "steps": trainer.state.global_step,
+        "resumed_from": resumed,
         "seconds": round(seconds, 1),
         "rows": len(rows),
         "tokens_per_step_max": cfg.tokens_per_step(),
@@ -252,7 +260,7 @@ def sft_stage(ctx: StageContext) -> dict:
     rows = sft_rows(read_instructpe(ipe, "train"))
     log = train_once(ctx, lambda out: train_completion_model(
         rows, sft_init(ctx), out, ctx.profile.sft, seed=ctx.profile.data.seed,
-        dtype=ctx.profile.models.dtype, log=ctx.log))
+        dtype=ctx.profile.models.dtype, log=lambda m: ctx.log(f"sft: {m}")), resumable=True)
     # Tiny trains on sequences of at most 128 tokens (all of its rows fit); at inference the
     # budget also has to hold 96 new tokens, so it is at least 192.
     model = DiffChat.from_pretrained(ctx.out, max_length=max(ctx.profile.sft.max_length, 192))
