@@ -299,7 +299,8 @@ def train(ctx):
 
 pipe = runner.Pipeline([runner.Stage("slow", slow, outputs=("s.txt",)),
                         runner.Stage("pb", train, outputs=("train_log.json",))])
-pipe.run(sys.argv[1], "tiny", {root!r}, force=sys.argv[3] == "force")
+for _ in range(int(sys.argv[4])):
+    pipe.run(sys.argv[1], "tiny", {root!r}, force=sys.argv[3] == "force")
 """
 
 
@@ -309,9 +310,9 @@ def _script(tmp_path) -> Path:
     return path
 
 
-def _start(script, stage="slow", sleep=1.0, force=False):
+def _start(script, stage="slow", sleep=1.0, force=False, times=1):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(script), stage, str(sleep), "force" if force else "-"],
+    return subprocess.Popen([sys.executable, str(script), stage, str(sleep), "force" if force else "-", str(times)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -333,7 +334,7 @@ def test_four_processes_on_one_stage_build_it_once(tmp_path):
 
 def test_forced_runs_side_by_side_never_fail_in_the_swap(tmp_path):
     script = _script(tmp_path)
-    procs = [_start(script, sleep=0.05, force=True) for _ in range(4)]
+    procs = [_start(script, sleep=0, force=True, times=40) for _ in range(4)]
     results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
     assert [rc for rc, _ in results] == [0] * 4, results
     assert _leftovers(tmp_path / "runs") == []
