@@ -387,3 +387,14 @@ def test_a_run_killed_between_the_renames_gets_its_stage_back(tmp_path, caplog):
     assert "put back .old-toy_data-" in caplog.text
     assert _leftovers(tmp_path) == []
     assert DATA.is_done("toy_data", "tiny", tmp_path)
+
+
+def test_a_big_file_is_rehashed_when_its_modification_time_changed(tmp_path, monkeypatch):
+    data = DATA.ensure("toy_data", "tiny", tmp_path)
+    monkeypatch.setattr(runner, "REHASH_BELOW", 1)  # every file counts as big
+    path = data / "triplets_train.jsonl"
+    text = path.read_text()
+    recorded = path.stat().st_mtime_ns
+    path.write_text(text.replace('{"row": 5}', '{"row": 6}'))
+    os.utime(path, ns=(recorded + 10**9, recorded + 10**9))  # a write a second later
+    assert "sha256 differs" in DATA.problem("toy_data", "tiny", tmp_path)
