@@ -56,6 +56,8 @@ def _cmd_status(args: argparse.Namespace) -> None:
     for row in pipeline.status(args.profile, args.root):
         state = "done" if row["done"] else ("stale" if row["stale"] else "-")
         print(f"{row['stage']:16s} {state:6s} {row['finished'] or '':20s} {row['path']}")
+        if row["problem"]:
+            print(f"{'':16s} {row['problem']}")
 
 
 def _cmd_setup(args: argparse.Namespace) -> None:
@@ -93,16 +95,17 @@ def _cmd_rewrite(args: argparse.Namespace) -> None:
 
     from diffchat.generation import check_text
     from diffchat.model import DiffChat
-    from diffchat.pipeline import is_done, stage_dir
+    from diffchat.pipeline import problem, stage_dir
 
     check_text(args.prompt, "prompt")
     check_text(args.instruction, "instruction")
     hf_logging.disable_progress_bar()
     model = args.model
     if model is None:
-        if not is_done("sft", args.profile, args.root):
-            raise RuntimeError(f"no trained model for profile {args.profile or 'tiny'}: run "
-                               "`diffchat sft` (or the course) first, or pass --model")
+        why = problem("sft", args.profile, args.root)
+        if why:
+            raise RuntimeError(f"no usable trained model for profile {args.profile or 'tiny'} ({why}): "
+                               "run `diffchat sft` (or the course), or pass --model")
         model = stage_dir("sft", args.profile, args.root)
     decoding = {"do_sample": True, "top_p": 0.9, "temperature": 0.8} if args.sample else {}
     print(DiffChat.from_pretrained(model).rewrite(args.prompt, args.instruction, **decoding))

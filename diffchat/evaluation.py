@@ -334,7 +334,7 @@ def eval_stage(ctx: StageContext) -> dict:
     from diffchat.competitors import available_methods, load_instructpix2pix, write_prompts
     from diffchat.data.loaders import load_instructpe_json
     from diffchat.images import load_tis
-    from diffchat.runner import _link_or_copy, write_json
+    from diffchat.runner import write_json
 
     cfg, profile = ctx.config, ctx.profile
     ev = cfg["eval"]
@@ -360,7 +360,7 @@ def eval_stage(ctx: StageContext) -> dict:
         tis = load_tis(tis_name)
         records += evaluation.run({tis.name: tis}, plan, scorers, ip2p)
         del tis
-    shutil.copytree(work / "images", ctx.out / "images", dirs_exist_ok=True, copy_function=_link_or_copy)
+    shutil.copytree(work / "images", ctx.out / "images", dirs_exist_ok=True)
     with open(ctx.out / RECORDS, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     tables = all_tables(records)

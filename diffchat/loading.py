@@ -11,6 +11,9 @@ than after the hub client's ~50 s of retries (DESIGN section 2).
 
 The loaders never use `trust_remote_code`; weights load from safetensors where the
 repository has them, otherwise through torch's weights_only loader (transformers 5).
+A local folder is checked first: a finished stage's folder against the sizes and hashes its
+manifest records, and a file that cannot be read (a cut or overwritten safetensors or JSON
+file, a missing one) is a one-line `ModelLoadError` naming it, not a library traceback.
 `trainable_blocks` and `freeze_all_but_last` find a decoder's blocks by structure, so
 layer freezing (Table 3: "Unfreezing Layers") works for BLOOM, Llama, GPT-2 alike.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
 import tempfile
@@ -27,7 +31,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,7 +42,7 @@ from torch import nn
 from diffchat.assets import assets_home, wheel_file
 from diffchat.device import pick_device, pick_dtype
 from diffchat.profiles import TINY_ID, TinyLMConfig
-from diffchat.runner import StageContext, write_json
+from diffchat.runner import MANIFEST, REBUILD, StageContext, check_folder, write_json
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -258,6 +263,55 @@ def _convert_gguf(gguf_path: Path, out_dir: Path) -> None:
 # ---- loaders by role -------------------------------------------------------------------
 
 
+class ModelLoadError(ValueError):
+    """A local model folder whose files cannot be read: damaged, cut short or missing."""
+
+
+def _unreadable_file(folder: Path) -> Path | None:
+    """The first safetensors or JSON file of a model folder that does not parse, or None."""
+    from safetensors import SafetensorError, safe_open
+
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except (SafetensorError, OSError):
+            return path
+    for path in sorted(folder.glob("*.json")):
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return path
+    return None
+
+
+@contextmanager
+def _readable(source: str, what: str) -> Iterator[None]:
+    """Around a ``from_pretrained`` of a local folder: check the folder's files against its
+    stage manifest first, and turn a read failure into a one-line error naming the file."""
+    from safetensors import SafetensorError
+
+    folder = Path(source)
+    if not folder.is_dir():
+        yield
+        return
+    for stage_folder in (folder, folder.parent):  # a model inside a stage: rewards/rm_aesthetic
+        if (stage_folder / MANIFEST).is_file():
+            check_folder(stage_folder)
+            break
+    try:
+        yield
+    except pickle.UnpicklingError:
+        pickled = ", ".join(p.name for p in sorted(folder.glob("*.bin"))) or "a pickled weights file"
+        raise ModelLoadError(f"cannot load the {what} in {folder}: {pickled} holds more than tensors, "
+                             "and loading it could run code: refused") from None
+    except (SafetensorError, OSError, ValueError, KeyError) as err:
+        bad = _unreadable_file(folder)
+        reason = f"{bad.name} is damaged or cut short" if bad else str(err).strip().splitlines()[0]
+        raise ModelLoadError(f"cannot load the {what} in {folder}: {reason} ({type(err).__name__}); "
+                             f"if a stage made it, {REBUILD}") from None
+
+
 def _device_and_dtype(dtype: str, device: str | torch.device | None) -> tuple[torch.device, torch.dtype]:
     dev = device if isinstance(device, torch.device) else pick_device(device)
     return dev, pick_dtype(dev, dtype)
@@ -267,7 +321,9 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     """The tokenizer saved with a model; a missing pad token becomes eos (logged)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(str(name_or_path)), trust_remote_code=False)
+    source = resolve_model(str(name_or_path))
+    with _readable(source, "tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         log.info("%s: no pad token, padding with eos %r", name_or_path, tokenizer.eos_token)
         tokenizer.pad_token = tokenizer.eos_token
@@ -281,9 +337,9 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM
 
     dev, torch_dtype = _device_and_dtype(dtype, device)
-    model = AutoModelForCausalLM.from_pretrained(
-        resolve_model(str(name_or_path)), dtype=torch_dtype, trust_remote_code=False
-    )
+    source = resolve_model(str(name_or_path))
+    with _readable(source, "model"):
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, trust_remote_code=False)
     return model.to(dev)
 
 
@@ -302,19 +358,20 @@ def load_regression_model(
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     source = resolve_model(str(name_or_path))
-    if pad_token_id is None:
-        pad_token_id = AutoConfig.from_pretrained(source, trust_remote_code=False).pad_token_id
-    if pad_token_id is None:
-        pad_token_id = load_tokenizer(source).pad_token_id
-    dev, torch_dtype = _device_and_dtype(dtype, device)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source,
-        num_labels=1,
-        problem_type="regression",
-        pad_token_id=pad_token_id,
-        dtype=torch_dtype,
-        trust_remote_code=False,
-    )
+    with _readable(source, "model"):
+        if pad_token_id is None:
+            pad_token_id = AutoConfig.from_pretrained(source, trust_remote_code=False).pad_token_id
+        if pad_token_id is None:
+            pad_token_id = load_tokenizer(source).pad_token_id
+        dev, torch_dtype = _device_and_dtype(dtype, device)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source,
+            num_labels=1,
+            problem_type="regression",
+            pad_token_id=pad_token_id,
+            dtype=torch_dtype,
+            trust_remote_code=False,
+        )
     return model.to(dev)
 
 

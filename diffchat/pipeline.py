@@ -2,7 +2,7 @@
 
 Read this list against the notebooks: 01 builds ``data``; 02 ``base``, ``pb`` and
 ``instructpe``; 03 ``sft``; 04 ``rewards``; 05 ``ppo`` and its three ablations; 06 ``eval``. A stage's body is imported only when it runs.
-``run``, ``ensure``, ``is_done``, ``status`` and ``read_manifest`` act on this pipeline.
+``run``, ``ensure``, ``is_done``, ``problem``, ``status`` and ``read_manifest`` act on this pipeline.
 """
 
 from __future__ import annotations
@@ -128,7 +128,9 @@ COURSE = Pipeline([
 run = COURSE.run
 ensure = COURSE.ensure
 is_done = COURSE.is_done
+problem = COURSE.problem
 status = COURSE.status
 read_manifest = COURSE.read_manifest
 
-__all__ = ["COURSE", "ensure", "is_done", "read_manifest", "run", "stage_dir", "status", "teacher_spec"]
+__all__ = ["COURSE", "ensure", "is_done", "problem", "read_manifest", "run", "stage_dir", "status",
+           "teacher_spec"]

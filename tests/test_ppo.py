@@ -333,7 +333,7 @@ def test_train_ppo_resumes_to_the_same_weights_and_writes_a_diffchat_model(model
 
     with pytest.raises(Stop):
         train_ppo(sft, aes, pick, rows, tmp_path / "b", RL, PPO, seed=0, log=crash)
-    assert (tmp_path / "b" / "checkpoint" / "state.pt").is_file()
+    assert (tmp_path / "b" / "checkpoint" / "state.safetensors").is_file()
     entries = []
     resumed = train_ppo(sft, aes, pick, rows, tmp_path / "b", RL, PPO, seed=0, log=entries.append)
     assert [e["iteration"] for e in entries] == [3, 4]  # continued from the iteration-2 checkpoint

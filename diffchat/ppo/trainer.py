@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from diffchat.loading import load_causal_lm, load_tokenizer
 from diffchat.ppo.adm import KeywordPool, apply_negative_edits
@@ -51,6 +53,9 @@ from diffchat.profiles import PPOConfig, TrainConfig
 from diffchat.reward_models import TextRewardModel
 
 CHECKPOINT = "checkpoint"
+STATE_FILE = "state.safetensors"
+# Checkpoints of diffchat before STATE_FILE: a pickle, which is never loaded (it could run code).
+OLD_STATE_FILE = "state.pt"
 LOG_FILE = "ppo_log.json"
 
 
@@ -58,21 +63,31 @@ def _settings(rl: TrainConfig, ppo: PPOConfig, seed: int) -> dict[str, Any]:
     return {"rl": dataclasses.asdict(rl), "ppo": dataclasses.asdict(ppo), "seed": seed}
 
 
-def _rng_state(rng: random.Random) -> dict[str, Any]:
-    state = {"python": rng.getstate(), "global_python": random.getstate(),
-             "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+def _rng_state(rng: random.Random) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The RNG states as plain data (Python, NumPy) and tensors (torch, CUDA)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    plain = {"python": rng.getstate(), "global_python": random.getstate(),
+             "numpy": [kind, keys.tolist(), pos, has_gauss, gauss]}
+    tensors = {"rng.torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+        tensors.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return plain, tensors
 
 
-def _set_rng_state(rng: random.Random, state: dict[str, Any]) -> None:
-    rng.setstate(state["python"])
-    random.setstate(state["global_python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def _python_state(state: list) -> tuple:
+    version, internal, gauss = state
+    return version, tuple(internal), gauss
+
+
+def _set_rng_state(rng: random.Random, plain: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    rng.setstate(_python_state(plain["python"]))
+    random.setstate(_python_state(plain["global_python"]))
+    kind, keys, pos, has_gauss, gauss = plain["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[f"rng.cuda.{i}"] for i in range(len(tensors)) if f"rng.cuda.{i}" in tensors]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 class _Run:
@@ -112,28 +127,55 @@ class _Run:
     # ---- checkpoints ----------------------------------------------------------------------
 
     def save_checkpoint(self, folder: Path, settings: dict[str, Any]) -> None:
-        """Everything needed to continue exactly where this iteration ended."""
+        """Everything needed to continue exactly where this iteration ended: tensors (weights,
+        optimiser moments, torch RNG) in safetensors, the rest as JSON in its metadata, so
+        loading it runs no code (no pickle)."""
         if not self.accelerator.is_main_process:
             return
         folder.mkdir(parents=True, exist_ok=True)
-        state = {"iteration": self.iteration, "settings": settings,
-                 "trainable": self.hydra.trainable_state(), "optimizer": self.optimizer.state_dict(),
+        tensors = {f"trainable.{n}": t for n, t in self.hydra.trainable_state().items()}
+        optimizer = self.optimizer.state_dict()
+        moments: dict[str, dict[str, Any]] = {}
+        for pid, values in optimizer["state"].items():
+            moments[str(pid)] = {k: v for k, v in values.items() if not torch.is_tensor(v)}
+            tensors.update({f"optimizer.{pid}.{k}": v for k, v in values.items() if torch.is_tensor(v)})
+        rng, rng_tensors = _rng_state(self.rng)
+        tensors.update(rng_tensors)
+        plain = {"iteration": self.iteration, "settings": settings,
+                 "optimizer": {"param_groups": optimizer["param_groups"], "state": moments},
                  "scheduler": self.scheduler.state_dict(), "kl": self.kl_ctl.state_dict(),
-                 "rng": _rng_state(self.rng), "history": self.history}
-        torch.save(state, folder / "state.pt.tmp")
-        (folder / "state.pt.tmp").replace(folder / "state.pt")
+                 "rng": rng, "history": self.history}
+        tmp = folder / f"{STATE_FILE}.tmp"
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp,
+                  metadata={"state": json.dumps(plain)})
+        tmp.replace(folder / STATE_FILE)
 
     def load_checkpoint(self, folder: Path, settings: dict[str, Any]) -> None:
-        # Our own file, holding Python and NumPy RNG states: not weights-only loadable.
-        state = torch.load(folder / "state.pt", map_location="cpu", weights_only=False)
-        if json.loads(json.dumps(state["settings"])) != json.loads(json.dumps(settings)):
-            raise ValueError(f"{folder} was written with other settings: remove it to start over")
-        self.hydra.load_trainable_state(state["trainable"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.kl_ctl.load_state_dict(state["kl"])
-        _set_rng_state(self.rng, state["rng"])
-        self.iteration, self.history = state["iteration"], state["history"]
+        path = folder / STATE_FILE
+        try:
+            with safe_open(path, "pt") as f:
+                plain = json.loads(f.metadata()["state"])
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+            if json.loads(json.dumps(plain["settings"])) != json.loads(json.dumps(settings)):
+                raise ValueError(f"{folder} was written with other settings: remove it to start over")
+            trainable = {k.removeprefix("trainable."): v for k, v in tensors.items() if k.startswith("trainable.")}
+            state: dict[int, dict[str, Any]] = {int(pid): dict(values)
+                                                for pid, values in plain["optimizer"]["state"].items()}
+            for k, v in tensors.items():
+                if k.startswith("optimizer."):
+                    _, pid, name = k.split(".", 2)
+                    state[int(pid)][name] = v
+            groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g
+                      for g in plain["optimizer"]["param_groups"]]
+            self.hydra.load_trainable_state(trainable)
+            self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+            self.scheduler.load_state_dict(plain["scheduler"])
+            self.kl_ctl.load_state_dict(plain["kl"])
+            _set_rng_state(self.rng, plain["rng"], tensors)
+            self.iteration, self.history = plain["iteration"], plain["history"]
+        except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path} is not a readable PPO checkpoint ({type(err).__name__}: {err}): "
+                             f"remove {folder} to start the PPO run over") from None
 
     # ---- one iteration ----------------------------------------------------------------------
 
@@ -265,8 +307,12 @@ def train_ppo(
     settings = _settings(rl, ppo, seed)
     run = _Run(Path(sft_model), Path(aesthetic_rm), Path(pickscore_rm), rows, rl, ppo, seed)
     checkpoint = out_dir / CHECKPOINT
-    if (checkpoint / "state.pt").is_file():
+    if (checkpoint / STATE_FILE).is_file():
         run.load_checkpoint(checkpoint, settings)
+    elif (checkpoint / OLD_STATE_FILE).is_file():
+        raise ValueError(f"{checkpoint / OLD_STATE_FILE} is a PPO checkpoint in the old pickle format, "
+                         f"which diffchat no longer loads (loading it could run code): remove {checkpoint} "
+                         "to start the PPO run over")
     while run.iteration < ppo.iterations:
         entry = run.step()
         if run.iteration % ppo.checkpoint_every == 0 and run.iteration < ppo.iterations:
