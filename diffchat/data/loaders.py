@@ -39,7 +39,11 @@ class DataFormatError(ValueError):
 
 def detect_json_layout(path: str | Path) -> str:
     """'json-array' when the file's first non-blank character is '[', else 'jsonl'."""
-    return "json-array" if _read_text(Path(path)).lstrip().startswith("[") else "jsonl"
+    return _layout(_read_text(Path(path)))
+
+
+def _layout(text: str) -> str:
+    return "json-array" if text.lstrip().startswith("[") else "jsonl"
 
 
 def _read_text(path: Path) -> str:
@@ -49,13 +53,16 @@ def _read_text(path: Path) -> str:
         raise DataFormatError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
 
 
-def _records(path: Path, layout: str, allow_empty: bool = False) -> list[tuple[str, Any]]:
+def _records(path: Path, layout: str | None, allow_empty: bool = False) -> list[tuple[str, Any]]:
     """(where, value) for every row; `where` names the file and the row for error messages.
+    ``layout`` None: the file's own (``detect_json_layout``).
 
     JSON lines are split on "\n" only: `str.splitlines` would also break inside a string at
     U+2028, U+0085 and other characters that JSON leaves unescaped.
     """
     text = _read_text(path)
+    layout = layout or _layout(text)
+    logger.info("%s: reading as %s", path, layout)
     records: list[tuple[str, Any]] = []
     if layout == "json-array":
         try:
@@ -142,11 +149,8 @@ def load_instructpix2pix_jsonl(path: str | Path) -> list[dict[str, Any]]:
 def load_instructpe_json(path: str | Path, allow_empty: bool = False) -> list[dict[str, Any]]:
     """InstructPE rows (x, i, y) from a JSON array or JSON lines; extra columns are kept.
     ``allow_empty``: a file without rows gives [] instead of an error."""
-    path = Path(path)
-    layout = detect_json_layout(path)
-    logger.info("%s: reading InstructPE as %s", path, layout)
     return [_check_row(where, row, INSTRUCTPE_FIELDS)
-            for where, row in _records(path, layout, allow_empty)]
+            for where, row in _records(Path(path), None, allow_empty)]
 
 
 def load_pb_pairs(path: str | Path) -> list[dict[str, Any]]:
