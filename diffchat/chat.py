@@ -35,6 +35,7 @@ from diffchat.runner import MANIFEST, stage_dir
 MODEL_STAGES = ("ppo", "sft")
 ABLATION_STAGES = ("ppo_no_pi_plus", "ppo_no_pi_minus", "ppo_no_vci")
 SESSION_FILE = "session.json"
+MAX_SEED = 2**64 - 1  # the largest seed torch.Generator.manual_seed takes
 
 
 class Refusal(ValueError):
@@ -206,19 +207,15 @@ class ChatSession:
 
     def edit_prompt(self, text: str) -> Turn:
         """Replace the current turn's prompt by hand and redraw it."""
-        last = self._require_turn()
-        text = check_text(text, "prompt")
-        _refuse_nsfw(text, "prompt")
-        start = time.time()
-        image = self._draw(text, self.seed)
-        self._turns[-1] = replace(last, prompt=text, seed=self.seed, image=image,
-                                  seconds=round(time.time() - start, 3))
-        return self._turns[-1]
+        return self._redraw(text, self.seed)
 
     def set_seed(self, seed: int) -> Turn | None:
-        """Use ``seed`` from now on and redraw the current turn with it."""
-        self.seed = _check_seed(seed)
-        return self.edit_prompt(self.current.prompt) if self._turns else None
+        """Use ``seed`` from now on and redraw the current turn with it. A seed that is out of
+        range, or that the redraw fails with, is not kept."""
+        seed = _check_seed(seed)
+        turn = self._redraw(self.current.prompt, seed) if self._turns else None
+        self.seed = seed
+        return turn
 
     def use_tis(self, name: str) -> Turn | None:
         """Draw with another TIS model from now on; the current turn is redrawn."""
@@ -272,29 +269,58 @@ class ChatSession:
     @classmethod
     def load(cls, folder: str | os.PathLike, *, model: Any = None, tis: TISModel | None = None) -> ChatSession:
         """Reopen an exported chat at its last turn (images from the PNGs, not redrawn).
-        The models recorded in ``session.json`` are loaded unless passed."""
+        The models recorded in ``session.json`` are loaded unless passed. A file that is not
+        an export (bad JSON, a missing key, an image outside the folder) is a one-line error
+        naming the file and the key."""
         folder = Path(folder)
         path = folder / SESSION_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: pass a folder written by ChatSession.export")
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        profile = get_profile(meta["profile"])
+        try:
+            meta = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise ValueError(f"{path}: not a chat export ({err})") from None
+        profile = get_profile(_field(meta, "profile", str, path))
         choice = None
         if meta.get("model"):
-            choice = ModelChoice(meta["model"]["name"], Path(meta["model"]["path"]))
+            recorded = _field(meta, "model", dict, path)
+            choice = ModelChoice(_field(recorded, "name", str, path, "model."),
+                                 Path(_field(recorded, "path", str, path, "model.")))
+        recorded_tis, seed = _field(meta, "tis", str, path), _field(meta, "seed", int, path)
+        rows = _field(meta, "turns", list, path)
         if model is None:
             if choice is None:
                 raise ValueError(f"{path} records no model folder: pass model=")
             model = load_model(choice, profile)
-        session = cls(model, tis or load_tis(meta["tis"]), seed=meta["seed"], model_choice=choice,
-                      profile=profile)
-        for row in meta["turns"]:
-            with Image.open(folder / row["image"]) as image:
-                session._turns.append(Turn(row["index"], row["instruction"], row["prompt"],
-                                           row["seed"], image.copy(), row["seconds"]))
+        session = cls(model, tis or load_tis(recorded_tis), seed=seed, model_choice=choice, profile=profile)
+        inside = folder.resolve()
+        for n, row in enumerate(rows):
+            where = f"turns[{n}]."
+            image_path = (folder / _field(row, "image", str, path, where)).resolve()
+            if not image_path.is_relative_to(inside):
+                raise ValueError(f"{path}: key '{where}image' ({row['image']!r}) points outside the "
+                                 f"export folder {inside}")
+            instruction = row.get("instruction")
+            if instruction is not None and not isinstance(instruction, str):
+                raise ValueError(f"{path}: key '{where}instruction' must be a string or null")
+            with Image.open(image_path) as image:
+                session._turns.append(Turn(_field(row, "index", int, path, where), instruction,
+                                           _field(row, "prompt", str, path, where), _field(row, "seed", int, path, where),
+                                           image.copy(), _field(row, "seconds", (int, float), path, where)))
         return session
 
     # ---- internals --------------------------------------------------------------------
+
+    def _redraw(self, text: str, seed: int) -> Turn:
+        """The current turn with prompt ``text`` drawn at ``seed``."""
+        last = self._require_turn()
+        text = check_text(text, "prompt")
+        _refuse_nsfw(text, "prompt")
+        start = time.time()
+        image = self._draw(text, seed)
+        self._turns[-1] = replace(last, prompt=text, seed=seed, image=image,
+                                  seconds=round(time.time() - start, 3))
+        return self._turns[-1]
 
     def _require_turn(self) -> Turn:
         if not self._turns:
@@ -316,9 +342,21 @@ class ChatSession:
 
 
 def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer from 0 to 2**64 - 1, got {seed!r}")
     return seed
+
+
+def _field(row: Any, key: str, kind: type | tuple[type, ...], path: Path, where: str = "") -> Any:
+    """``row[key]`` of a session file, checked; a one-line error naming the file and key."""
+    if not isinstance(row, dict):
+        raise ValueError(f"{path}: {where.rstrip('.') or 'the file'} must be a JSON object")
+    if key not in row:
+        raise ValueError(f"{path}: missing key '{where}{key}'")
+    value = row[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ValueError(f"{path}: key '{where}{key}' has the wrong type ({type(value).__name__})")
+    return value
 
 
 def _refuse_nsfw(text: str, what: str) -> None:

@@ -2,11 +2,14 @@
 
 Works in JupyterLab, in Colab (after ``google.colab.output.enable_custom_widget_manager()``)
 and as a page served by Voila. Every control calls one ``ChatSession`` method; refusals and
-failures are shown in the message line and the chat stays where it was.
+failures are shown in the message line and the chat stays where it was. Every text shown in
+an HTML widget is escaped (``html.escape``): prompts are user text, and Stable Diffusion's own
+syntax (``<lora:name:1>``) must show as written, not vanish as an unknown tag or run as markup.
 """
 
 from __future__ import annotations
 
+import html
 import io
 import os
 import warnings
@@ -146,7 +149,7 @@ class ChatApp:
 
     def _say(self, text: str, error: bool = False) -> None:
         color = "#b00020" if error else "#1b5e20"
-        self.message.value = f"<span style='color:{color}'>{text}</span>" if text else ""
+        self.message.value = f"<span style='color:{color}'>{html.escape(text)}</span>" if text else ""
 
     def _thumb(self, turn: Turn) -> widgets.Widget:
         label = "start" if turn.instruction is None else turn.instruction
@@ -160,14 +163,15 @@ class ChatApp:
 
     def refresh(self) -> None:
         """Show the session's state (also after the session was driven directly from code)."""
-        self.header.value = f"<b>{self.session.describe()}</b>"
+        self.header.value = f"<b>{html.escape(self.session.describe())}</b>"
         turn = self.session.current
         if turn is None:
             self.current_prompt.value = "<i>start with a prompt (or an example)</i>"
             self.history.children = ()
             return
         self.image.value = _png(turn.image)
-        said = "" if turn.instruction is None else f"<br><small>after: {turn.instruction}</small>"
-        self.current_prompt.value = f"<b>turn {turn.index}</b> ({turn.seconds:.1f} s): {turn.prompt}{said}"
+        said = "" if turn.instruction is None else f"<br><small>after: {html.escape(turn.instruction)}</small>"
+        self.current_prompt.value = (f"<b>turn {turn.index}</b> ({turn.seconds:.1f} s): "
+                                     f"{html.escape(turn.prompt)}{said}")
         self.prompt_box.value = turn.prompt
         self.history.children = tuple(self._thumb(t) for t in self.session.turns)

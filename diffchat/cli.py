@@ -36,8 +36,9 @@ def _cmd_run(args: argparse.Namespace) -> None:
 
     stage = args.stage
     profile = get_profile(args.profile)
-    if stage == "ppo":
-        stage = pipeline.variant_name(not args.no_pi_plus, not args.no_pi_minus, not args.no_vci)
+    if stage == "ppo":  # `diffchat run ppo` has no ablation switches: the full PPO run
+        switches = ("pi_plus", "pi_minus", "vci")
+        stage = pipeline.variant_name(**{s: not getattr(args, f"no_{s}", False) for s in switches})
     methods, tis = getattr(args, "methods", None), getattr(args, "tis", None)
     if methods or tis:  # `diffchat eval --methods ... --tis ...`: a subset of the profile's
         from diffchat.evaluation import check_request
@@ -189,7 +190,8 @@ def _cmd_chat(args: argparse.Namespace) -> None:
                 _chat_show(session.start(line), out)
             else:
                 _chat_show(session.send(line), out)
-        except (ValueError, ChatError) as err:  # refusals and failures: the chat goes on
+        # Refusals, failures and a folder that cannot be written: the chat goes on.
+        except (ValueError, ChatError, OSError) as err:
             print(f"diffchat chat: {err}", file=sys.stderr, flush=True)
     if session.current is not None:
         print(f"exported to {session.export(out)}")

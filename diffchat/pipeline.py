@@ -24,7 +24,8 @@ def teacher_spec(p: Profile) -> str:
 
 
 def teacher_key(p: Profile) -> str:
-    """The teacher as stage keys record it: for an OpenAI-compatible endpoint, its model and URL."""
+    """The teacher as stage keys record it: for an OpenAI-compatible endpoint, its model and URL
+    (credentials in the URL as a hash, ``teachers.redact_url``)."""
     from diffchat.data.teachers import teacher_identity
 
     return teacher_identity(teacher_spec(p))

@@ -1,7 +1,8 @@
 """A chat-completions server on 127.0.0.1 that the OpenAI-compatible teacher talks to in tests.
 
 It speaks the wire format through the official SDK's requests, records every request, and
-answers from a script (status, payload, headers) when one is queued, else with ``answer``:
+answers from a script (status, payload, headers; a Content-Type header replaces the default
+application/json) when one is queued, else with ``answer``:
 by default an echo of the request's prompt wrapped like a chatty model ('Output: "..."').
 """
 
@@ -44,8 +45,8 @@ class ChatServer:
                     step = server.script.pop(0) if server.script else None
                 status, payload, headers = step or (200, server.reply(body), {})
                 data = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
+                headers = {"Content-Type": "application/json", **headers}
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 for name, value in headers.items():
                     self.send_header(name, value)

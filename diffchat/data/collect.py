@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -94,8 +93,8 @@ def read_instructpe(folder: Path, split: str) -> list[dict]:
     """One split of the instructpe stage; [] (with a one-line warning) when it came out empty,
     so that later stages report the gap and go on with the splits they have."""
     path = Path(folder) / f"InstructPE_{split}.json"
-    if not path.exists() or not json.loads(path.read_text(encoding="utf-8") or "[]"):
+    rows = load_instructpe_json(path, allow_empty=True) if path.exists() else []
+    if not rows:
         logging.getLogger(__name__).warning(
             "InstructPE split %r is empty in %s (see funnel_%s.md there): skipped", split, folder, split)
-        return []
-    return load_instructpe_json(path)
+    return rows

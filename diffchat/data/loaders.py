@@ -39,12 +39,11 @@ class DataFormatError(ValueError):
 
 def detect_json_layout(path: str | Path) -> str:
     """'json-array' when the file's first non-blank character is '[', else 'jsonl'."""
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            stripped = line.lstrip()
-            if stripped:
-                return "json-array" if stripped.startswith("[") else "jsonl"
-    return "jsonl"
+    return _layout(_read_text(Path(path)))
+
+
+def _layout(text: str) -> str:
+    return "json-array" if text.lstrip().startswith("[") else "jsonl"
 
 
 def _read_text(path: Path) -> str:
@@ -54,9 +53,16 @@ def _read_text(path: Path) -> str:
         raise DataFormatError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
 
 
-def _records(path: Path, layout: str) -> list[tuple[str, Any]]:
-    """(where, value) for every row; `where` names the file and the row for error messages."""
+def _records(path: Path, layout: str | None, allow_empty: bool = False) -> list[tuple[str, Any]]:
+    """(where, value) for every row; `where` names the file and the row for error messages.
+    ``layout`` None: the file's own (``detect_json_layout``).
+
+    JSON lines are split on "\n" only: `str.splitlines` would also break inside a string at
+    U+2028, U+0085 and other characters that JSON leaves unescaped.
+    """
     text = _read_text(path)
+    layout = layout or _layout(text)
+    logger.info("%s: reading as %s", path, layout)
     records: list[tuple[str, Any]] = []
     if layout == "json-array":
         try:
@@ -65,9 +71,11 @@ def _records(path: Path, layout: str) -> list[tuple[str, Any]]:
             raise DataFormatError(
                 f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
             ) from exc
+        if not isinstance(data, list):
+            raise DataFormatError(f"{path}: expected a JSON array of rows, got {type(data).__name__}")
         records = [(f"{path}: row {index} (array index)", row) for index, row in enumerate(data)]
     else:
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -77,7 +85,7 @@ def _records(path: Path, layout: str) -> list[tuple[str, Any]]:
                     f"{path}: line {number}: invalid JSON at column {exc.colno}: {exc.msg}"
                 ) from exc
             records.append((f"{path}: line {number}", value))
-    if not records:
+    if not records and not allow_empty:
         raise DataFormatError(f"{path}: no rows")
     return records
 
@@ -138,12 +146,11 @@ def load_instructpix2pix_jsonl(path: str | Path) -> list[dict[str, Any]]:
     ]
 
 
-def load_instructpe_json(path: str | Path) -> list[dict[str, Any]]:
-    """InstructPE rows (x, i, y) from a JSON array or JSON lines; extra columns are kept."""
-    path = Path(path)
-    layout = detect_json_layout(path)
-    logger.info("%s: reading InstructPE as %s", path, layout)
-    return [_check_row(where, row, INSTRUCTPE_FIELDS) for where, row in _records(path, layout)]
+def load_instructpe_json(path: str | Path, allow_empty: bool = False) -> list[dict[str, Any]]:
+    """InstructPE rows (x, i, y) from a JSON array or JSON lines; extra columns are kept.
+    ``allow_empty``: a file without rows gives [] instead of an error."""
+    return [_check_row(where, row, INSTRUCTPE_FIELDS)
+            for where, row in _records(Path(path), None, allow_empty)]
 
 
 def load_pb_pairs(path: str | Path) -> list[dict[str, Any]]:

@@ -10,8 +10,11 @@ local transformers model, mini-world rules).
 Asking a teacher is slow or costs money, and a run over a dataset gets interrupted. So
 every raw answer is appended to a ``TeacherCache`` (JSONL, fsync'd per answer) keyed by
 the request, and ``ask_many`` skips what is cached: a rerun resumes where the last one
-stopped. A request that keeps failing is recorded in ``failures.jsonl`` and skipped; only
-an endpoint that refuses everything (a rejected key, a wrong URL) stops the run.
+stopped. A request that keeps failing is recorded in ``failures.jsonl`` and skipped; an
+endpoint that refuses everything (a rejected key, a wrong URL) stops the run, and so does an
+OpenAI-compatible endpoint that fails its first ``Teacher.give_up_after`` requests without a
+single answer (a dead server, a proxy's login page): each failure there costs the SDK's
+retries, many minutes over a dataset.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from diffchat.data.teachers.backends import (
     TeacherConfigError,
     TeacherError,
     openai_endpoint,
+    redact_url,
 )
 from diffchat.data.teachers.cache import TeacherCache
 from diffchat.data.teachers.prompts import (
@@ -60,6 +64,7 @@ __all__ = [
     "clean_answer",
     "make_teacher",
     "pb_summary_messages",
+    "redact_url",
     "teacher_identity",
     "write_source_messages",
     "write_target_messages",
@@ -89,10 +94,11 @@ def teacher_identity(spec: str) -> str:
     """What a stage's key records for a teacher spec. 'openai' alone does not say which model
     answers: it is the endpoint and model the environment picks (``openai_endpoint``), as in
     ``OpenAITeacher.name``, so that pointing DIFFCHAT_TEACHER_MODEL or the base URL elsewhere
-    rebuilds the stages the teacher wrote. Any other spec names its teacher already."""
+    rebuilds the stages the teacher wrote. Credentials in the URL are redacted (``redact_url``)
+    to a hash, so the key still changes with them. Any other spec names its teacher already."""
     if spec == "openai":
         url, model = openai_endpoint()
-        return f"openai:{model}@{url}"
+        return f"openai:{model}@{redact_url(url)}"
     return spec
 
 
@@ -104,13 +110,16 @@ def ask_many(
     failures_path: str | os.PathLike | None = None,
     progress: bool = True,
     desc: str = "teacher",
+    give_up_after: int | None = None,
 ) -> list[str | None]:
     """Answers for many requests, in order; None where a request failed.
 
     Cached requests cost nothing, so an interrupted run resumes where it stopped.
     Failures are appended to ``failures_path`` (default: ``failures.jsonl`` next to the
-    teacher's cache) and skipped; a ``TeacherConfigError`` stops the run. ``workers``
-    sends several requests at once (worth it for a remote endpoint).
+    teacher's cache) and skipped; a ``TeacherConfigError`` stops the run, as do
+    ``give_up_after`` failures in a row before the backend answered any request (default:
+    the teacher's ``give_up_after``; 0 or None there: never).
+    ``workers`` sends several requests at once (worth it for a remote endpoint).
     """
     from tqdm.auto import tqdm
 
@@ -120,10 +129,16 @@ def ask_many(
     chunks = [range(s, min(s + size, len(requests))) for s in range(0, len(requests), size)]
     answers: list[str | None] = [None] * len(requests)
     failed: list[dict[str, str]] = []
+    give_up_after = give_up_after if give_up_after is not None else teacher.give_up_after
+    cached = {j for j, r in enumerate(requests) if teacher.cache is not None and teacher.key(r) in teacher.cache}
+    streak = {"failed": 0, "answered": False}  # the backend's answers (not the cache's) so far
     bar = tqdm(total=len(requests), desc=desc, disable=not progress)
 
     def record(chunk: range, results: list[str | TeacherError]) -> None:
         for j, result in zip(chunk, results, strict=True):
+            if j not in cached:
+                streak["answered"] |= not isinstance(result, TeacherError)
+                streak["failed"] = streak["failed"] + 1 if isinstance(result, TeacherError) else 0
             if isinstance(result, TeacherError):
                 r = requests[j]
                 failed.append(
@@ -140,6 +155,11 @@ def ask_many(
         bar.update(len(chunk))
         if failed:
             bar.set_postfix(failed=len(failed))
+        if give_up_after and not streak["answered"] and streak["failed"] >= give_up_after:
+            raise TeacherConfigError(
+                f"{teacher.name}: the first {streak['failed']} requests all failed, stopping "
+                f"instead of trying {len(requests)} (last error: {failed[-1]['error']}); "
+                "check the teacher's endpoint and model")
 
     try:
         if workers <= 1:

@@ -12,9 +12,11 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from diffchat.data.teachers.cache import TeacherCache
 from diffchat.data.teachers.prompts import Messages, Request, clean_answer
@@ -43,6 +45,8 @@ class Teacher:
 
     name = "teacher"
     batch_size = 1  # requests per backend call in ``ask_many``
+    # ``ask_many`` stops after this many failures in a row before any answer (None: never).
+    give_up_after: int | None = None
 
     def __init__(self, cache: TeacherCache | None = None) -> None:
         self.cache = cache
@@ -137,10 +141,83 @@ _DEFAULT_MODEL = "gpt-3.5-turbo"  # ChatGPT, as in section 3.1
 _NO_KEY = "no-key"
 
 
+# Query parameters whose values are credentials (api-key, token, sig, password, ...).
+_SECRET_PARAM = re.compile(r"key|token|secret|pass|pwd|auth|sig|credential|session", re.IGNORECASE)
+
+
+def _mask(secret: str) -> str:
+    """A stand-in for a secret: tells two secrets apart (a stage key changes with the
+    endpoint's credentials) without showing either."""
+    return "redacted-" + hashlib.sha256(secret.encode("utf-8")).hexdigest()[:12]
+
+
+def _is_secret(name: str, value: str) -> bool:
+    return bool(value) and bool(_SECRET_PARAM.search(name))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The credentials inside a URL, as written and decoded: the userinfo (user:password),
+    the password alone, and the values of secret-looking query parameters."""
+    parts = urlsplit(url)
+    found = []
+    if "@" in parts.netloc:
+        found += [parts.netloc.rpartition("@")[0], parts.password or ""]
+    for piece in parts.query.split("&"):
+        name, _, value = piece.partition("=")
+        if _is_secret(name, value):
+            found += [value, unquote(value)]
+    return sorted({f for f in found if f}, key=len, reverse=True)  # longest first, for replacing
+
+
+class _SecretFilter(logging.Filter):
+    """Masks known secrets in log records: the HTTP library under the SDK logs full URLs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            message = message.replace(secret, "***")
+        record.msg, record.args = message, ()
+        return True
+
+
+_SECRET_FILTER = _SecretFilter()
+
+
+def hide_in_library_logs(secrets: Sequence[str]) -> None:
+    """Mask ``secrets`` in what the openai SDK and its HTTP library (httpx, or the SDK's fork
+    httpx2) log at INFO and DEBUG: the request URLs and options."""
+    _SECRET_FILTER.secrets.update(s for s in secrets if s)
+    for name in ("openai._base_client", "httpx", "httpx2"):
+        logger = logging.getLogger(name)
+        if _SECRET_FILTER not in logger.filters:
+            logger.addFilter(_SECRET_FILTER)
+
+
+def redact_url(url: str) -> str:
+    """The URL as manifests, caches, failure rows, reprs and logs show it: the userinfo and
+    the values of secret-looking query parameters are replaced by a short hash of
+    themselves (``redacted-<sha256[:12]>``); a URL without credentials is unchanged."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{_mask(userinfo)}@{host}"
+    query = "&".join(
+        f"{name}={_mask(value)}" if _is_secret(name, value) else piece
+        for piece in parts.query.split("&") if piece
+        for name, _, value in [piece.partition("=")]
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 def openai_endpoint(base_url: str | None = None, model: str | None = None) -> tuple[str, str]:
     """(base URL, model) an ``OpenAITeacher`` talks to: the arguments, else the environment's
     ``DIFFCHAT_TEACHER_BASE_URL`` / ``OPENAI_BASE_URL`` and ``DIFFCHAT_TEACHER_MODEL``, else
-    OpenAI's URL and gpt-3.5-turbo."""
+    OpenAI's URL and gpt-3.5-turbo. The URL may carry credentials: show it with ``redact_url``."""
     url = (base_url or os.environ.get("DIFFCHAT_TEACHER_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
            or _DEFAULT_BASE_URL)
     return url.rstrip("/"), model or os.environ.get("DIFFCHAT_TEACHER_MODEL") or _DEFAULT_MODEL
@@ -155,8 +232,12 @@ class OpenAITeacher(Teacher):
     sent only in the Authorization header; it never appears in reprs, logs or errors.
     Requests go through the official ``openai`` SDK, whose own settings apply: each attempt
     gets ``timeout`` seconds, and 408, 409, 429, 5xx and network errors are retried
-    ``max_retries`` times with exponential backoff, honouring Retry-After.
+    ``max_retries`` times with exponential backoff, honouring Retry-After. Credentials in the
+    base URL (user:password@, ?api-key=) are sent, and shown only redacted (``redact_url``).
+    An endpoint whose first ``give_up_after`` requests all fail stops ``ask_many``.
     """
+
+    give_up_after = 3
 
     def __init__(
         self,
@@ -173,15 +254,24 @@ class OpenAITeacher(Teacher):
         import openai
 
         super().__init__(cache)
-        self.base_url, self.model = openai_endpoint(base_url, model)
+        endpoint, self.model = openai_endpoint(base_url, model)
+        self.base_url = redact_url(endpoint)  # what names, reprs, errors and logs show
         key = os.environ.get("OPENAI_API_KEY", "") if api_key is None else api_key
         self.temperature = temperature
         self.max_tokens = max_tokens  # None: not sent (newer OpenAI models reject the field)
         self.timeout = timeout
         self.max_retries = max_retries
         self._has_key = bool(key)
+        self._secrets = sorted({key, *url_secrets(endpoint)} - {""}, key=len, reverse=True)
+        hide_in_library_logs(self._secrets)
+        # The SDK appends the path to the base URL as a string, after any query: the query
+        # parameters (an Azure-style api-version or api-key) go in every request's query instead.
+        parts = urlsplit(endpoint)
+        self._url = redact_url(urlunsplit((parts.scheme, parts.netloc, parts.path + "/chat/completions",
+                                           parts.query, "")))
         self._client = openai.OpenAI(
-            base_url=self.base_url,
+            base_url=urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")),
+            default_query=dict(parse_qsl(parts.query, keep_blank_values=True)) or None,
             api_key=key or _NO_KEY,
             timeout=timeout,
             max_retries=max_retries,
@@ -190,7 +280,8 @@ class OpenAITeacher(Teacher):
 
     @property
     def url(self) -> str:
-        return f"{self.base_url}/chat/completions"
+        """The chat-completions URL, credentials redacted (``redact_url``)."""
+        return self._url
 
     @property
     def params(self) -> dict[str, Any]:
@@ -201,7 +292,9 @@ class OpenAITeacher(Teacher):
         return f"OpenAITeacher(base_url={self.base_url!r}, model={self.model!r}, api_key={key})"
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._client.api_key, "***") if self._has_key else text
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def complete(self, messages: Messages) -> str:
         import openai
@@ -211,8 +304,8 @@ class OpenAITeacher(Teacher):
             extra["max_tokens"] = self.max_tokens
         if not self._has_key:
             extra["extra_headers"] = {"Authorization": openai.Omit()}
-        try:
-            completion = self._client.chat.completions.create(
+        try:  # the raw body: the SDK's lenient parsing hands back whatever a proxy sends
+            raw = self._client.chat.completions.with_raw_response.create(
                 model=self.model, messages=messages, temperature=self.temperature, **extra
             )
         # `from None` throughout: the SDK's own errors may quote the key.
@@ -222,13 +315,23 @@ class OpenAITeacher(Teacher):
             cause = err.__cause__ or err
             problem = f"{type(cause).__name__}: {self._redact(str(cause))}"
             raise TeacherError(self._gave_up(err.request, problem)) from None
-        except json.JSONDecodeError:
-            raise TeacherError(f"{self.url}: not a chat-completions answer (not JSON)") from None
-        if not completion.choices:
-            raise TeacherError(f"{self.url}: not a chat-completions answer (no choices)")
-        content = completion.choices[0].message.content
+        return self._content(raw.text)
+
+    def _content(self, body: str) -> str:
+        """The assistant's text in a chat-completions body; ``TeacherError`` for anything else
+        (a captive portal's HTML page, a JSON list or string, choices without a message)."""
+        bad = f"{self.url}: not a chat-completions answer"
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise TeacherError(f"{bad} (not JSON: {self._redact(body[:80])!r})") from None
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or not choices:
+            raise TeacherError(f"{bad} (no list of choices in a {type(data).__name__})")
+        message = choices[0].get("message") if isinstance(choices[0], dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, str):
-            raise TeacherError(f"{self.url}: the answer has no text content")
+            raise TeacherError(f"{bad} (the first choice has no message text)")
         return content
 
     def _status_error(self, err: openai.APIStatusError) -> TeacherError:

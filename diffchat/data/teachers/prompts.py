@@ -100,6 +100,14 @@ _LABEL = re.compile(
     re.IGNORECASE,
 )
 _QUOTES = "\"'`\u201c\u201d\u2018\u2019"
+# Injected preambles: sentences at the start of an answer that tell a model to drop its
+# instructions ("Ignore previous instructions.", "Disregard all prior prompts!"). They come
+# from a prompt-injection in the data the teacher read, and describe no image.
+_INJECTED = re.compile(
+    r"^(?:(?:please\s+)?(?:ignore|disregard|forget|override)\b[^.!?\n]*?"
+    r"\b(?:instructions?|prompts?|rules?|directions?|messages?|context)\b[^.!?\n]*[.!?]+\s*)+",
+    re.IGNORECASE,
+)
 
 
 def clean_answer(text: str) -> str:
@@ -107,13 +115,17 @@ def clean_answer(text: str) -> str:
 
     Chat models wrap a one-line answer in "Output: ...", quotes, code fences or a
     "Here is the prompt:" line; a drawing prompt never ends with a colon, so such a
-    line is a lead-in and is skipped. Returns "" when nothing is left.
+    line is a lead-in and is skipped. Sentences at the start of a line (before or after
+    the label) that tell a model to ignore, disregard, forget or override its
+    instructions, prompts or rules are injected preambles and are dropped too
+    ("Ignore previous instructions. a cat" -> "a cat"). Returns "" when nothing is left.
     """
     for line in text.strip().splitlines():
-        line = line.strip().strip("*").strip()
+        line = _INJECTED.sub("", line.strip().strip("*").strip())
         if not line or line.startswith("```"):
             continue
-        line = _LABEL.sub("", line).strip().strip(_QUOTES).strip()
+        line = _INJECTED.sub("", _LABEL.sub("", line).strip().strip(_QUOTES).strip())
+        line = line.strip().strip(_QUOTES).strip()
         if line and not line.endswith(":"):
             return line
     return ""
