@@ -112,6 +112,17 @@ def test_an_endpoint_that_fails_every_request_stops_early(server, tmp_path):
     assert len((tmp_path / FAILURES_FILE).read_text().splitlines()) == GIVE_UP_AFTER
 
 
+def test_a_resumed_run_stops_early_too_when_the_endpoint_died(server, tmp_path):
+    """Answers from the cache say nothing about the endpoint now."""
+    server.script = [_ok("first"), _ok("second")] + [(200, [1, 2], {})] * 20
+    teacher = OpenAITeacher(base_url=server.url, model="m", api_key="", timeout=10,
+                            cache=TeacherCache(tmp_path / "cache.jsonl"))
+    assert ask_many(teacher, _requests(2), progress=False) == ["first", "second"]
+    with pytest.raises(TeacherConfigError, match="requests all failed"):
+        ask_many(teacher, _requests(20), progress=False)
+    assert len(server.requests) == 2 + GIVE_UP_AFTER
+
+
 def test_failures_after_a_first_answer_do_not_stop_the_run(server):
     """An endpoint that answered once works: later failures in a row are skipped, not fatal."""
     server.script = [_ok("first")] + [(200, {"choices": []}, {})] * (GIVE_UP_AFTER + 2)

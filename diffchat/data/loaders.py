@@ -61,8 +61,9 @@ def _records(path: Path, layout: str | None, allow_empty: bool = False) -> list[
     U+2028, U+0085 and other characters that JSON leaves unescaped.
     """
     text = _read_text(path)
-    layout = layout or _layout(text)
-    logger.info("%s: reading as %s", path, layout)
+    if layout is None:
+        layout = _layout(text)
+        logger.info("%s: reading as %s", path, layout)
     records: list[tuple[str, Any]] = []
     if layout == "json-array":
         try:

@@ -131,14 +131,13 @@ def ask_many(
     failed: list[dict[str, str]] = []
     give_up_after = give_up_after if give_up_after is not None else teacher.give_up_after
     cached = {j for j, r in enumerate(requests) if teacher.cache is not None and teacher.key(r) in teacher.cache}
-    streak = {"failed": 0, "answered": False}  # the backend's answers (not the cache's) so far
+    fresh = {"failed": 0, "answered": 0}  # the backend's results (not the cache's) so far
     bar = tqdm(total=len(requests), desc=desc, disable=not progress)
 
     def record(chunk: range, results: list[str | TeacherError]) -> None:
         for j, result in zip(chunk, results, strict=True):
             if j not in cached:
-                streak["answered"] |= not isinstance(result, TeacherError)
-                streak["failed"] = streak["failed"] + 1 if isinstance(result, TeacherError) else 0
+                fresh["failed" if isinstance(result, TeacherError) else "answered"] += 1
             if isinstance(result, TeacherError):
                 r = requests[j]
                 failed.append(
@@ -155,9 +154,9 @@ def ask_many(
         bar.update(len(chunk))
         if failed:
             bar.set_postfix(failed=len(failed))
-        if give_up_after and not streak["answered"] and streak["failed"] >= give_up_after:
+        if give_up_after and not fresh["answered"] and fresh["failed"] >= give_up_after:
             raise TeacherConfigError(
-                f"{teacher.name}: the first {streak['failed']} requests all failed, stopping "
+                f"{teacher.name}: the first {fresh['failed']} requests all failed, stopping "
                 f"instead of trying {len(requests)} (last error: {failed[-1]['error']}); "
                 "check the teacher's endpoint and model")
 
