@@ -212,7 +212,7 @@ class PreferenceApp:
             return
         pending = self.study.pending(rater)
         done = len(self.study.items) - len(pending)
-        self.progress.value = f"{rater}: {done} of {len(self.study.items)} voted"
+        self.progress.value = f"{html.escape(rater)}: {done} of {len(self.study.items)} voted"
         if not pending:
             self.current = None
             self.progress.value += " - all done, thank you!"

@@ -62,6 +62,13 @@ def test_clicks_record_the_method_on_the_clicked_side_and_a_rater_resumes(tmp_pa
         study.vote("bob", items[0].item, "up")
 
 
+def test_a_raters_name_is_shown_as_text_not_html(tmp_path):
+    app = PreferenceApp(PreferenceStudy(make_items(tmp_path), tmp_path / "votes.jsonl", seed=3))
+    app.rater.value = "<img src=x onerror=alert(1)>"
+    app.start.click()
+    assert "<img" not in app.progress.value and "&lt;img src=x onerror=alert(1)&gt;" in app.progress.value
+
+
 def test_win_rates_count_from_diffchats_side(tmp_path):
     items = make_items(tmp_path, n=2)
     study = PreferenceStudy(items, tmp_path / "votes.jsonl")
