@@ -281,7 +281,7 @@ class Pipeline:
             return final
         final.parent.mkdir(parents=True, exist_ok=True)
         with StageLock(final.parent / ".locks" / f"{name}.lock", f"stage {name} ({profile.name})") as lock:
-            _clean_orphans(final)
+            _clean_orphans(final, lock.held)
             problem = self.problem(name, profile, root)
             if problem is None and (not force or lock.waited):
                 log.info("stage %s (%s) is up to date: %s", name, profile.name, final)
@@ -364,18 +364,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _clean_orphans(final: Path) -> None:
+def _clean_orphans(final: Path, locked: bool = True) -> None:
     """Remove the ``.tmp-<stage>-<pid>-*`` and ``.old-<stage>-*`` folders killed runs left.
 
-    Called with the stage's lock held, so no live run owns them. A run killed between the two
-    renames of ``_swap_into_place`` left no stage folder: its newest finished folder (one with
-    a manifest) is put back first, and checked like any other."""
+    Called with the stage's lock held, so no live run owns them; without a lock (``locked``
+    False) only those whose process is no longer running are touched. A run killed between
+    the two renames of ``_swap_into_place`` left no stage folder: its newest finished folder
+    (one with a manifest) is put back first, and checked like any other."""
     pattern = re.compile(rf"^\.(tmp|old)-{re.escape(final.name)}-(?:(\d+)-)?(\d+)$")
     found = []
     for path in final.parent.iterdir():
         match = pattern.match(path.name)
-        if match and path.is_dir():
-            found.append((int(match.group(3)), path, int(match.group(2) or 0)))
+        pid = int(match.group(2) or 0) if match else 0
+        if match and path.is_dir() and (locked or not (pid and _pid_alive(pid))):
+            found.append((int(match.group(3)), path, pid))
     if not found:
         return
     if not final.exists():
@@ -386,7 +388,8 @@ def _clean_orphans(final: Path) -> None:
                         final, finished[0][1].name)
             found.remove(finished[0])
     for _, path, pid in found:
-        owner = (f"pid {pid}, " + ("not holding the lock" if _pid_alive(pid) else "no longer running")
+        alive = bool(pid) and _pid_alive(pid)
+        owner = (f"pid {pid}, " + ("not holding the lock" if alive else "no longer running")
                  if pid else "no pid")
         log.warning("removing %s (%s): left by a run that was killed", path, owner)
         shutil.rmtree(path, ignore_errors=True)
@@ -397,10 +400,12 @@ class StageLock:
 
     The kernel releases it when the process exits or is killed, so a lock is never left
     behind; the file itself stays (removing it would let a waiter and a newcomer lock two
-    different files). A second process logs who holds the lock, then waits for it."""
+    different files). A second process logs who holds the lock, then waits for it. On a
+    filesystem without ``flock`` (some network and FUSE mounts) it warns and goes on unlocked
+    (``held`` is False)."""
 
     def __init__(self, path: Path, what: str) -> None:
-        self.path, self.what, self.waited = path, what, False
+        self.path, self.what, self.waited, self.held = path, what, False, True
         self._fd: int | None = None
 
     def __enter__(self) -> StageLock:
@@ -414,6 +419,10 @@ class StageLock:
                 log.warning("%s: waiting for %s, which is building it (lock %s)", self.what, holder, self.path)
                 self.waited = True
                 fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as err:
+                log.warning("%s: cannot lock %s (%s): runs into this folder must not overlap",
+                            self.what, self.path, err.strerror or err)
+                self.held = False
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
                           f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode(), 0)

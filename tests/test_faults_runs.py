@@ -398,3 +398,20 @@ def test_a_big_file_is_rehashed_when_its_modification_time_changed(tmp_path, mon
     path.write_text(text.replace('{"row": 5}', '{"row": 6}'))
     os.utime(path, ns=(recorded + 10**9, recorded + 10**9))  # a write a second later
     assert "sha256 differs" in DATA.problem("toy_data", "tiny", tmp_path)
+
+
+def test_without_flock_a_run_goes_on_and_spares_live_runs_folders(tmp_path, monkeypatch, caplog):
+    """Some network and FUSE mounts refuse flock: warn, build, and leave a live process's folder."""
+    import errno
+    import fcntl
+
+    def refuse(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    live = tmp_path / "tiny" / f".tmp-toy_data-{os.getpid()}-1"
+    live.mkdir(parents=True)
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    with caplog.at_level(logging.WARNING):
+        DATA.ensure("toy_data", "tiny", tmp_path)
+    assert "cannot lock" in caplog.text and "must not overlap" in caplog.text
+    assert DATA.is_done("toy_data", "tiny", tmp_path) and live.is_dir()
