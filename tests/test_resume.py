@@ -110,6 +110,23 @@ def test_completion_training_resumes_to_the_same_weights(base, tmp_path, lora):
     assert resumed["loss"] == whole["loss"], "the loss curve before the kill is kept"
 
 
+class KillAfterLastSave(TrainerCallback):
+    def on_save(self, args, state, control, **kw):
+        if state.global_step == state.max_steps:
+            raise Killed
+
+
+def test_a_run_killed_after_its_last_step_trains_no_more(base, tmp_path):
+    rows = _rows(40)
+    with pytest.raises(Killed):
+        _sft(rows, base, tmp_path / "cut", SFT, callbacks=[KillAfterLastSave()])
+    counted = CountSteps()
+    resumed = _sft(rows, base, tmp_path / "cut", SFT, callbacks=[counted])
+    assert resumed["resumed_from"] == 10 and counted.steps == 0
+    _sft(rows, base, tmp_path / "whole", SFT)
+    _assert_same_weights(_weights(tmp_path / "whole"), _weights(tmp_path / "cut"))
+
+
 def test_checkpoints_change_no_weights(base, tmp_path):
     """Saving a checkpoint touches no RNG or state: checkpointing every 2 steps or only at the end
     gives the same weights (why ``save_steps`` is left out of a stage's key)."""
