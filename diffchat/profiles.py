@@ -19,6 +19,9 @@ PROFILE_NAMES = ("tiny", "small", "paper")
 DEFAULT_PROFILE = "tiny"
 # ModelIds' name for a model the course builds locally from a config (tiny profile).
 TINY_ID = "tiny"
+# The mini-world renderer's five variants, standing in for SD 1.5, Deliberate, Dreamlike,
+# Realistic Vision and SDXL: the tiny profile's TIS models (diffchat.images.render, DESIGN.md 8).
+RENDERER_TIS = ("mini-sd15", "mini-deliberate", "mini-dreamlike", "mini-realistic", "mini-sdxl")
 
 
 def data_dir() -> Path:
@@ -340,7 +343,7 @@ TINY = Profile(
     name="tiny",
     description="Random-init BLOOM-architecture models built from configs: any CPU, minutes (CI).",
     models=ModelIds(
-        policy="tiny", pb="tiny", reward="tiny", teacher="rule", tis=("tiny",), sft_init="pb",
+        policy="tiny", pb="tiny", reward="tiny", teacher="rule", tis=RENDERER_TIS, sft_init="pb",
         **_TINY_SCORERS,
     ),
     data=DataConfig(source="miniworld", n_triplets=20_000, n_pb_pairs=20_000, n_test=300,
@@ -363,8 +366,8 @@ TINY = Profile(
     rl=TrainConfig(epochs=2, batch_size=32, max_length=192, lr=3e-4, unfreeze_layers=2,
                    weight_decay=1e-6),
     ppo=PPOConfig(rollouts=32, iterations=20, max_new_tokens=48),
-    images=ImageConfig(height=32, width=32, steps=2, guidance=5.0, seeds=(0,)),
-    # 32x32 images from random weights: a handful of rows shows the protocol in about a minute.
+    # The renderers draw 64x64 in one pass, without guidance (steps and guidance are ignored).
+    images=ImageConfig(height=64, width=64, steps=1, guidance=0.0, seeds=(0,)),
     eval=EvalConfig(n_examples=32, instructpix2pix="tiny", ip2p_steps=2),
 )
 

@@ -1,7 +1,8 @@
 """The chat (Fig. 1): ChatSession, the widget app, `diffchat chat`, and the demo in a real browser.
 
 The model is a tiny BLOOM given a few SFT steps on mini-world rows and saved as the runs folder's
-SFT stage, so these tests need no course run; the TIS model is the tiny random pipeline.
+SFT stage, so these tests need no course run; the TIS model is the tiny profile's first, a
+mini-world renderer (64x64).
 """
 
 import json
@@ -69,7 +70,7 @@ def _same(a, b) -> bool:
 
 def test_start_send_undo_branch_and_edit_prompt(session):
     first = session.start("a picture of a parrot in a vineyard")
-    assert (first.index, first.instruction, first.seed) == (0, None, 0) and first.image.size == (32, 32)
+    assert (first.index, first.instruction, first.seed) == (0, None, 0) and first.image.size == (64, 64)
     one = session.send("make it night")
     two = session.send("add a hat")
     assert [t.index for t in session.turns] == [0, 1, 2] and session.current == two
@@ -135,7 +136,7 @@ def test_a_failing_pipeline_or_model_leaves_the_last_good_turn(session, monkeypa
         return pipe(*args, **kwargs)
 
     monkeypatch.setattr(session.tis, "pipe", fails_once)
-    with pytest.raises(ChatError, match="tiny pipeline failed .*injected.*stays at turn 1"):
+    with pytest.raises(ChatError, match="mini-sd15 pipeline failed .*injected.*stays at turn 1"):
         session.send("add a hat")
     assert session.turns[-1] == good and len(session.turns) == 2
     assert session.send("add a hat").index == 2  # usable again
@@ -280,7 +281,7 @@ def test_demo_in_a_browser(runs, tmp_path):
                                    timeout=180_000)
             assert page.locator(".diffchat-thumb").count() == 3
             assert "after: add a hat" in page.inner_text(".diffchat-prompt")
-            assert page.eval_on_selector(".diffchat-app .diffchat-image", "e => e.naturalWidth") == 32
+            assert page.eval_on_selector(".diffchat-app .diffchat-image", "e => e.naturalWidth") == 64
             for shot in shots:
                 shot.parent.mkdir(parents=True, exist_ok=True)
                 page.locator(".diffchat-app").screenshot(path=str(shot))

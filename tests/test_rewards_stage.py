@@ -137,8 +137,9 @@ def test_rewards_stage_labels_trains_and_evaluates(fake_inputs, profile):
 def test_rewards_stage_relabels_when_image_settings_change(fake_inputs, profile):
     root = fake_inputs
     first = read_labels(pipeline.run("rewards", profile, root, ensure_inputs=False) / "labels.jsonl")
-    # Other image settings make other images, hence other labels for the same prompts.
-    other = replace(profile, images=replace(profile.images, steps=profile.images.steps + 1))
+    # Other image settings make other images, hence other labels for the same prompts (the tiny
+    # profile's renderer ignores steps and guidance, so another seed).
+    other = replace(profile, images=replace(profile.images, seeds=(profile.images.seeds[0] + 1,)))
     assert not pipeline.is_done("rewards", other, root)
     second = read_labels(pipeline.run("rewards", other, root, ensure_inputs=False) / "labels.jsonl")
     assert [r["prompt"] for r in second] == [r["prompt"] for r in first]
