@@ -27,9 +27,9 @@ from diffchat.images.clip_train import (
 from diffchat.profiles import ClipConfig
 from diffchat.scorers import world_scorer
 
-# The shortened run: 3k renders at 32 px, 400 steps of 64 (the tiny profile: 20k renders at 64 px,
-# 3,000 steps of 128).
-SHORT = replace(ClipConfig(), n_pairs=1_500, steps=400, batch_size=64, image_size=32, head_steps=300,
+# The shortened run: 4k renders at 32 px, 800 steps of 64, about 30 s on an idle thread (the tiny
+# profile: 20k renders at 64 px, 3,000 steps of 128).
+SHORT = replace(ClipConfig(), n_pairs=2_000, steps=800, batch_size=64, image_size=32, head_steps=300,
                 n_eval=128)
 CAPTIONS = ["a red cat in a forest", "a blue car in a desert at night", "a nurse with a hat on a beach",
             "a green castle in a snowy field", "a yellow owl in a city at dawn", "a robot in a kitchen",
@@ -76,16 +76,18 @@ def test_identical_texts_in_a_batch_are_all_positives():
 
 def test_short_training_learns_the_world(trained, report):
     _, log = trained
+    print({k: report[k] for k in ("retrieval_seen", "retrieval_unseen", "dclip")},
+          {k: round(v["auc"], 3) for k, v in report["auc_seen"].items()})
     assert log["steps"] == SHORT.steps and log["n_images"] == 2 * SHORT.n_pairs
     chance = report["chance"]["recall_at_1"]
     for split in ("retrieval_seen", "retrieval_unseen"):
         assert report[split]["image_to_text"] > 8 * chance, report[split]
         assert report[split]["text_to_image"] > 8 * chance, report[split]
     auc = report["auc_seen"]
-    assert auc["all"]["auc"] > 0.58, auc
-    assert auc["scene"]["auc"] > 0.75, auc
+    assert auc["all"]["auc"] > 0.6, auc
+    assert auc["scene"]["auc"] > 0.8, auc
     dclip = report["dclip"]
-    assert dclip["real"]["mean"] > 0.1, dclip
+    assert dclip["real"]["mean"] > 0.12, dclip
     assert abs(dclip["shuffled"]["mean"]) < 0.08, dclip
 
 
