@@ -201,6 +201,12 @@ TIMES: dict[str, tuple[tuple[float, float, float], tuple[float, float, float], f
     "in the afternoon": ((0.3, 0.55, 0.9), (0.75, 0.85, 0.95), 1.02, False),
     "in the evening": ((0.2, 0.2, 0.45), (0.85, 0.55, 0.35), 0.72, False),
 }
+# What a person or an animal is doing: (lift off the ground, height, leg stride), in subject heights.
+ACTIONS: dict[str, tuple[float, float, float]] = {
+    "jumping": (0.3, 1.0, 0.5), "running": (0.05, 0.95, 1.0), "walking": (0.0, 1.0, 0.6),
+    "dancing": (0.12, 1.05, 0.8), "playing": (0.05, 1.0, 0.5), "sitting": (0.0, 0.72, 0.0),
+    "resting": (0.0, 0.65, 0.0), "relaxing": (0.0, 0.7, 0.0), "sleeping": (0.0, 0.5, 0.0),
+}
 ALIASES = {"night": "at night", "midnight": "at midnight", "sunset": "at sunset",
            "sunrise": "at sunrise", "dawn": "at dawn", "dusk": "at dusk", "noon": "at noon",
            "twilight": "at twilight", "morning": "in the morning", "afternoon": "in the afternoon",
@@ -244,6 +250,7 @@ class Scene:
     subject: str | None = None
     group: str | None = None
     color: str | None = None  # the subject's colour
+    action: str | None = None
     objects: tuple[tuple[str | None, str], ...] = ()  # (colour, noun)
     scene: str | None = None
     time: str | None = None
@@ -267,7 +274,7 @@ def _phrase_table() -> dict[tuple[str, ...], tuple[str, str]]:
             table.setdefault(tuple(entry.split()), (category, entry))
 
     add("subject", list(words.group_of))
-    for name in ("objects", "colors", "scenes", "times", "weather", "moods", "styles", "mediums",
+    for name in ("objects", "colors", "actions", "scenes", "times", "weather", "moods", "styles", "mediums",
                  "frames", "lighting", "quality_tags"):
         add(name, getattr(words, name))
     for alias, entry in ALIASES.items():
@@ -327,6 +334,7 @@ def parse(prompt: str) -> Scene:
         return tuple(dict.fromkeys(found.get(name, ())))
 
     return Scene(subject=subject, group=subject_group(subject) if subject else None, color=color,
+                 action=first("actions"),
                  objects=all_of("objects")[:3], scene=first("scenes"), time=first("times"),
                  weather=all_of("weather"), mood=first("moods"), styles=all_of("styles"),
                  mediums=all_of("mediums"), frame=first("frames"), lighting=all_of("lighting"),
@@ -419,9 +427,18 @@ def _paint(img, mask, colour, y, x, cell) -> None:
 
 def _draw_subject(img: np.ndarray, scene: Scene, cx: float, cy: float, s: float, flip: float,
                   pose: float) -> np.ndarray:
-    """Draw the subject glyph (its bottom at cy, height about s); return its mask."""
+    """Draw the subject glyph (its bottom at cy, height about s); return its mask.
+
+    A person's or an animal's action lifts it (jumping), squashes it (sitting, sleeping) or
+    spreads its legs (walking, running).
+    """
     y, x = _grid(img.shape[0])
     word, group = scene.subject, scene.group
+    if group in ("people", "animals") and scene.action in ACTIONS:
+        lift, height, stride = ACTIONS[scene.action]
+        cy -= lift * s
+        y = cy - (cy - y) / height
+        pose = 0.3 * pose + stride
     body = _colour_of(scene.color, word, "body")
     p1, p2, p3 = (_hash_unit(word, f"p{i}") for i in range(3))
     dark = np.array([0.15, 0.12, 0.1], np.float32)
@@ -430,7 +447,7 @@ def _draw_subject(img: np.ndarray, scene: Scene, cx: float, cy: float, s: float,
     if group == "people":
         w, head_r = s * (0.3 + 0.15 * p1), s * (0.12 + 0.05 * p2)
         legs = (dy > -0.3 * s) & (dy <= 0) & ((np.abs(dx - w * 0.22) < 0.06 * s + 0.5) |
-                                             (np.abs(dx + w * 0.22 + pose * 0.05 * s) < 0.06 * s + 0.5))
+                                             (np.abs(dx + w * 0.22 + pose * 0.12 * s) < 0.06 * s + 0.5))
         torso = (dy > -0.72 * s) & (dy <= -0.28 * s) & (np.abs(dx) < w / 2)
         arms = (np.abs(dy + 0.62 * s) < 0.05 * s + 0.5) & (np.abs(dx) < w / 2 + 0.14 * s)
         head_y = cy - 0.72 * s - head_r * 0.9
@@ -447,7 +464,7 @@ def _draw_subject(img: np.ndarray, scene: Scene, cx: float, cy: float, s: float,
         bw, bh = s * (0.55 + 0.35 * p1), s * (0.28 + 0.12 * p2)
         by = cy - 0.22 * s - bh / 2
         torso = (dx / (bw / 2)) ** 2 + ((y - by) / (bh / 2)) ** 2 <= 1
-        leg_x = np.abs(np.abs(dx) - bw * (0.28 + 0.04 * pose))
+        leg_x = np.abs(np.abs(dx) - bw * (0.28 + 0.1 * pose))
         legs = (y > by) & (dy <= 0) & (leg_x < 0.05 * s + 0.5)
         hx, hy, hr = cx + flip * bw * 0.5, by - bh * 0.45, s * (0.13 + 0.06 * p3)
         head = (x - hx) ** 2 + (y - hy) ** 2 < hr ** 2

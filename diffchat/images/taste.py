@@ -23,8 +23,8 @@ from PIL import Image
 # Frozen from `calibrate()` (benchmarks/world_taste.py --calibrate) on this renderer.
 FEATURES = ("saturation", "contrast", "sharpness", "noise", "centring", "exposure")
 WEIGHTS = np.array([1.0, 0.7, 1.0, -1.0, 0.7, 0.5])
-MEAN = np.array([0.2408, -0.1151, 0.1612, 0.0383, -0.074, -0.1187])
-STD = np.array([0.1444, 0.0358, 0.0837, 0.019, 0.0425, 0.0944])
+MEAN = np.array([0.2408, -0.1153, 0.1611, 0.0383, -0.0741, -0.1187])
+STD = np.array([0.1445, 0.0358, 0.0836, 0.0189, 0.0426, 0.0945])
 
 
 def _as_array(images: np.ndarray | Sequence[Image.Image]) -> np.ndarray:
