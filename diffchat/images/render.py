@@ -2,9 +2,9 @@
 
 With random-weight images every tiny-profile image number is noise, so the tiny profile's
 text-to-image models are five variants of this renderer. What each word does to the picture
-is known: the subject's group picks a glyph, colours fill it, the scene draws a ground and a
-feature, the time sets the sky, weather and lighting overlay, mood tints, styles and mediums
-filter. Words the world does not know draw nothing. Quality tags draw nothing either: they
+is known: the subject's group picks a glyph, colours fill it, an action poses it, the scene
+draws a ground and a feature, the time sets the sky, weather and lighting overlay, mood tints,
+styles and mediums filter. Words the world does not know draw nothing. Quality tags draw nothing either: they
 remove planted defects (blur, pixel noise, washed-out colour, an off-centre small subject),
 which is what gives prompt beautification something to learn (``QUALITY_WEIGHTS``).
 
