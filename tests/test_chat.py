@@ -124,6 +124,23 @@ def test_empty_instruction_nsfw_and_over_budget_are_refused(session):
     assert len(session.turns) == 1 and session.current.prompt == "a picture of a parrot in a vineyard"
 
 
+def test_the_renderer_draws_each_turns_edit(session, monkeypatch):
+    """Two turns drawn by the tiny profile's renderer: night darkens the sky, then the cat turns blue
+    (a cat's own colour, from a hash of the word, is reddish). The rule teacher writes the rewrites,
+    so this checks the drawing rather than the tiny model."""
+    monkeypatch.setattr(session.model, "rewrite", miniworld.apply_instruction)
+    first = session.start("a cat in a park")
+    night = session.send("make it night")
+    blue = session.send("make the cat blue")
+    assert (night.prompt, blue.prompt) == ("a cat in a park at night", "a blue cat in a park at night")
+    day_px, night_px, blue_px = (np.asarray(t.image, dtype=float) for t in (first, night, blue))
+    assert night_px[:12].mean() < day_px[:12].mean() - 40  # the sky's top rows
+    cat = np.abs(blue_px - night_px).sum(axis=2) > 60  # the pixels the colour word changed
+    assert cat.sum() > 20
+    blueness = [px[cat][:, 2].mean() - px[cat][:, :2].mean() for px in (night_px, blue_px)]
+    assert blueness[1] > blueness[0] + 40
+
+
 def test_a_failing_pipeline_or_model_leaves_the_last_good_turn(session, monkeypatch):
     session.start("a picture of a parrot in a vineyard")
     good = session.send("make it night")

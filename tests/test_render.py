@@ -57,6 +57,7 @@ def test_parse_finds_each_category_by_longest_match():
                           mediums=("watercolor painting",), frame=None, lighting=("soft light",),
                           quality=("8k", "sharp focus"))
     # Aliases, a bare scene noun, a frame, and a colour that colours nothing.
+    assert parse("a fox jumping in a park").action == "jumping"
     alias = parse("a close-up of a castle, forest, night, snow, red")
     assert (alias.frame, alias.scene, alias.time, alias.weather, alias.color) == (
         "close-up", "in a forest", "at night", ("snowy",), None)
@@ -118,6 +119,20 @@ def test_a_style_changes_the_edge_histogram(style):
         styled = _edge_hist(render(f"{prompt}, {style}", seed, "mini-sdxl"))
         # Another seed moves things (0.01 to 0.035 here); a style changes the kind of edges.
         assert np.abs(plain - styled).sum() > max(0.05, 1.5 * np.abs(plain - other_seed).sum())
+
+
+def test_an_action_lifts_or_squashes_a_living_subject():
+    def extent(action: str, subject: str, seed: int) -> tuple[int, int]:
+        rows = np.nonzero(_subject_mask(f"a {subject}{action} in a park, {CLEAN}", f"in a park, {CLEAN}",
+                                        seed, "mini-sdxl").any(axis=1))[0]
+        return rows.max(), rows.max() - rows.min()  # bottom row, height
+
+    for subject in ("knight", "fox"):
+        for seed in SEEDS:
+            bottom, height = extent("", subject, seed)
+            assert extent(" jumping", subject, seed)[0] < bottom - 3
+            assert extent(" sleeping", subject, seed)[1] < 0.75 * height
+    assert np.array_equal(render("a castle jumping", 0), render("a castle", 0))  # only the living move
 
 
 def test_a_word_the_world_does_not_know_changes_nothing():

@@ -2,9 +2,9 @@
 
 With random-weight images every tiny-profile image number is noise, so the tiny profile's
 text-to-image models are five variants of this renderer. What each word does to the picture
-is known: the subject's group picks a glyph, colours fill it, the scene draws a ground and a
-feature, the time sets the sky, weather and lighting overlay, mood tints, styles and mediums
-filter. Words the world does not know draw nothing. Quality tags draw nothing either: they
+is known: the subject's group picks a glyph, colours fill it, an action poses it, the scene
+draws a ground and a feature, the time sets the sky, weather and lighting overlay, mood tints,
+styles and mediums filter. Words the world does not know draw nothing. Quality tags draw nothing either: they
 remove planted defects (blur, pixel noise, washed-out colour, an off-centre small subject),
 which is what gives prompt beautification something to learn (``QUALITY_WEIGHTS``).
 
@@ -81,12 +81,55 @@ QUALITY_WEIGHTS: dict[str, dict[str, float]] = {
     "wide angle": {"composition": 0.2},
     "35mm lens": {"sharp": 0.4, "composition": 0.3},
     "matte finish": {"clean": 0.8},
-    # Styles and mediums that also clean the picture up.
-    "minimalist": {"clean": 0.6, "composition": 0.4},
+    # Lighting tags, and mediums and styles, that also improve the picture (as the words
+    # raise a real aesthetic predictor's score).
+    "soft light": {"clean": 0.3, "colour": 0.2},
+    "cinematic lighting": {"composition": 0.5, "colour": 0.2},
+    "volumetric lighting": {"sharp": 0.2, "colour": 0.3},
+    "dramatic lighting": {"composition": 0.3, "colour": 0.3},
+    "studio lighting": {"clean": 0.5, "sharp": 0.3},
+    "rim light": {"composition": 0.3, "sharp": 0.3},
+    "natural light": {"colour": 0.3},
+    "neon lighting": {"colour": 0.5},
+    "moody lighting": {"composition": 0.3},
+    "god rays": {"composition": 0.3},
+    "backlit": {"composition": 0.4},
+    "warm light": {"colour": 0.3},
+    "cool light": {"colour": 0.2},
+    "diffused light": {"clean": 0.4},
+    "ambient light": {"clean": 0.3},
+    "glowing light": {"colour": 0.3},
+    "soft shadows": {"clean": 0.3, "sharp": 0.1},
+    "global illumination": {"clean": 0.4, "colour": 0.2},
+    "candlelight": {"colour": 0.2},
+    "dappled light": {"composition": 0.2, "colour": 0.2},
+    "oil painting": {"colour": 0.5, "composition": 0.2},
+    "digital painting": {"colour": 0.4, "clean": 0.3},
     "3d render": {"clean": 0.6, "sharp": 0.3},
-    "digital painting": {"colour": 0.4, "clean": 0.2},
-    "photograph": {"sharp": 0.4},
-    "vector illustration": {"clean": 0.6},
+    "photograph": {"sharp": 0.4, "clean": 0.2},
+    "watercolor painting": {"colour": 0.3, "clean": 0.3},
+    "acrylic painting": {"colour": 0.4},
+    "gouache painting": {"colour": 0.3},
+    "pastel drawing": {"colour": 0.2, "clean": 0.3},
+    "vector illustration": {"clean": 0.6, "sharp": 0.3},
+    "comic illustration": {"sharp": 0.4, "colour": 0.3},
+    "stained glass window": {"colour": 0.6},
+    "polaroid photo": {"composition": 0.2},
+    "fresco": {"composition": 0.3},
+    "tapestry": {"composition": 0.2},
+    "embroidery": {"sharp": 0.2},
+    "mosaic": {"colour": 0.3},
+    "marble sculpture": {"sharp": 0.3, "clean": 0.3},
+    "clay sculpture": {"clean": 0.3},
+    "pencil sketch": {"sharp": 0.3},
+    "charcoal drawing": {"sharp": 0.2},
+    "crayon drawing": {"colour": 0.2},
+    "paper collage": {"colour": 0.2},
+    "minimalist": {"clean": 0.6, "composition": 0.4},
+    "art nouveau": {"composition": 0.3},
+    "fantasy": {"colour": 0.3},
+    "futuristic": {"clean": 0.3},
+    "renaissance": {"composition": 0.3},
 }
 
 
@@ -95,7 +138,7 @@ class Variant:
     """One renderer variant: the amounts of its defects, its palette and its taste sensitivity."""
 
     noise: float  # pixel noise std at factor level 0
-    blur: float  # blur passes at factor level 0 (0..2)
+    blur: float  # blur passes at factor level 0
     wash: float  # saturation lost at factor level 0
     contrast: float
     offset: float  # brightness offset
@@ -106,11 +149,11 @@ class Variant:
 
 
 VARIANTS: dict[str, Variant] = {
-    "mini-sd15": Variant(0.11, 1.2, 0.50, 0.90, 0.00, 1.00, 0.00, 0.0, 0.00),
-    "mini-deliberate": Variant(0.09, 1.0, 0.40, 1.05, -0.03, 1.10, 0.10, 12.0, 0.00),
-    "mini-dreamlike": Variant(0.07, 1.4, 0.35, 0.90, 0.04, 0.90, 0.05, -10.0, 0.15),
-    "mini-realistic": Variant(0.13, 0.8, 0.45, 1.10, -0.04, 1.00, 0.05, 5.0, 0.00),
-    "mini-sdxl": Variant(0.06, 0.8, 0.30, 1.00, 0.00, 0.80, 0.30, 0.0, 0.00),
+    "mini-sd15": Variant(0.07, 2.0, 0.50, 0.90, 0.00, 1.60, 0.00, 0.0, 0.00),
+    "mini-deliberate": Variant(0.06, 1.6, 0.40, 1.05, -0.03, 1.75, 0.10, 12.0, 0.00),
+    "mini-dreamlike": Variant(0.05, 2.4, 0.35, 0.90, 0.04, 1.45, 0.05, -10.0, 0.15),
+    "mini-realistic": Variant(0.08, 1.4, 0.45, 1.10, -0.04, 1.60, 0.05, 5.0, 0.00),
+    "mini-sdxl": Variant(0.04, 1.0, 0.30, 1.00, 0.00, 1.30, 0.30, 0.0, 0.00),
 }
 
 COLORS: dict[str, tuple[float, float, float]] = {
@@ -158,6 +201,12 @@ TIMES: dict[str, tuple[tuple[float, float, float], tuple[float, float, float], f
     "in the afternoon": ((0.3, 0.55, 0.9), (0.75, 0.85, 0.95), 1.02, False),
     "in the evening": ((0.2, 0.2, 0.45), (0.85, 0.55, 0.35), 0.72, False),
 }
+# What a person or an animal is doing: (lift off the ground, height, leg stride), in subject heights.
+ACTIONS: dict[str, tuple[float, float, float]] = {
+    "jumping": (0.3, 1.0, 0.5), "running": (0.05, 0.95, 1.0), "walking": (0.0, 1.0, 0.6),
+    "dancing": (0.12, 1.05, 0.8), "playing": (0.05, 1.0, 0.5), "sitting": (0.0, 0.72, 0.0),
+    "resting": (0.0, 0.65, 0.0), "relaxing": (0.0, 0.7, 0.0), "sleeping": (0.0, 0.5, 0.0),
+}
 ALIASES = {"night": "at night", "midnight": "at midnight", "sunset": "at sunset",
            "sunrise": "at sunrise", "dawn": "at dawn", "dusk": "at dusk", "noon": "at noon",
            "twilight": "at twilight", "morning": "in the morning", "afternoon": "in the afternoon",
@@ -201,6 +250,7 @@ class Scene:
     subject: str | None = None
     group: str | None = None
     color: str | None = None  # the subject's colour
+    action: str | None = None
     objects: tuple[tuple[str | None, str], ...] = ()  # (colour, noun)
     scene: str | None = None
     time: str | None = None
@@ -224,7 +274,7 @@ def _phrase_table() -> dict[tuple[str, ...], tuple[str, str]]:
             table.setdefault(tuple(entry.split()), (category, entry))
 
     add("subject", list(words.group_of))
-    for name in ("objects", "colors", "scenes", "times", "weather", "moods", "styles", "mediums",
+    for name in ("objects", "colors", "actions", "scenes", "times", "weather", "moods", "styles", "mediums",
                  "frames", "lighting", "quality_tags"):
         add(name, getattr(words, name))
     for alias, entry in ALIASES.items():
@@ -284,6 +334,7 @@ def parse(prompt: str) -> Scene:
         return tuple(dict.fromkeys(found.get(name, ())))
 
     return Scene(subject=subject, group=subject_group(subject) if subject else None, color=color,
+                 action=first("actions"),
                  objects=all_of("objects")[:3], scene=first("scenes"), time=first("times"),
                  weather=all_of("weather"), mood=first("moods"), styles=all_of("styles"),
                  mediums=all_of("mediums"), frame=first("frames"), lighting=all_of("lighting"),
@@ -294,6 +345,7 @@ def _hash_unit(text: str, salt: str) -> float:
     return (stable_hash(f"{salt}:{text}") % 10_000) / 10_000
 
 
+@lru_cache(maxsize=4096)
 def _hash_color(text: str, salt: str = "colour") -> np.ndarray:
     """A saturated colour of its own for a word (so a replaced subject changes colour too)."""
     h = _hash_unit(text, salt)
@@ -311,6 +363,7 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return y, x
 
 
+@lru_cache(maxsize=256)
 def _scene_look(scene: str | None) -> tuple[str, np.ndarray, np.ndarray, str]:
     """(family, sky or wall colour, ground colour, feature) of a scene phrase."""
     if scene is None:
@@ -374,9 +427,18 @@ def _paint(img, mask, colour, y, x, cell) -> None:
 
 def _draw_subject(img: np.ndarray, scene: Scene, cx: float, cy: float, s: float, flip: float,
                   pose: float) -> np.ndarray:
-    """Draw the subject glyph (its bottom at cy, height about s); return its mask."""
+    """Draw the subject glyph (its bottom at cy, height about s); return its mask.
+
+    A person's or an animal's action lifts it (jumping), squashes it (sitting, sleeping) or
+    spreads its legs (walking, running).
+    """
     y, x = _grid(img.shape[0])
     word, group = scene.subject, scene.group
+    if group in ("people", "animals") and scene.action in ACTIONS:
+        lift, height, stride = ACTIONS[scene.action]
+        cy -= lift * s
+        y = cy - (cy - y) / height
+        pose = 0.3 * pose + stride
     body = _colour_of(scene.color, word, "body")
     p1, p2, p3 = (_hash_unit(word, f"p{i}") for i in range(3))
     dark = np.array([0.15, 0.12, 0.1], np.float32)
@@ -385,7 +447,7 @@ def _draw_subject(img: np.ndarray, scene: Scene, cx: float, cy: float, s: float,
     if group == "people":
         w, head_r = s * (0.3 + 0.15 * p1), s * (0.12 + 0.05 * p2)
         legs = (dy > -0.3 * s) & (dy <= 0) & ((np.abs(dx - w * 0.22) < 0.06 * s + 0.5) |
-                                             (np.abs(dx + w * 0.22 + pose * 0.05 * s) < 0.06 * s + 0.5))
+                                             (np.abs(dx + w * 0.22 + pose * 0.12 * s) < 0.06 * s + 0.5))
         torso = (dy > -0.72 * s) & (dy <= -0.28 * s) & (np.abs(dx) < w / 2)
         arms = (np.abs(dy + 0.62 * s) < 0.05 * s + 0.5) & (np.abs(dx) < w / 2 + 0.14 * s)
         head_y = cy - 0.72 * s - head_r * 0.9
@@ -402,7 +464,7 @@ def _draw_subject(img: np.ndarray, scene: Scene, cx: float, cy: float, s: float,
         bw, bh = s * (0.55 + 0.35 * p1), s * (0.28 + 0.12 * p2)
         by = cy - 0.22 * s - bh / 2
         torso = (dx / (bw / 2)) ** 2 + ((y - by) / (bh / 2)) ** 2 <= 1
-        leg_x = np.abs(np.abs(dx) - bw * (0.28 + 0.04 * pose))
+        leg_x = np.abs(np.abs(dx) - bw * (0.28 + 0.1 * pose))
         legs = (y > by) & (dy <= 0) & (leg_x < 0.05 * s + 0.5)
         hx, hy, hr = cx + flip * bw * 0.5, by - bh * 0.45, s * (0.13 + 0.06 * p3)
         head = (x - hx) ** 2 + (y - hy) ** 2 < hr ** 2
@@ -491,6 +553,8 @@ def _background(img: np.ndarray, scene: Scene, horizon: float, rng: np.random.Ge
     family, sky, ground, feature = _scene_look(scene.scene)
     t = y[:, :1] / size  # (size, 1)
     h = int(horizon * size)
+    if family == "underwater":
+        img[:] = sky * (1.2 - 0.6 * t[:, :, None])
     if scene.time and family != "space":
         top, bottom, _, _ = TIMES[scene.time]
         top, bottom = np.array(top, np.float32), np.array(bottom, np.float32)
@@ -498,9 +562,7 @@ def _background(img: np.ndarray, scene: Scene, horizon: float, rng: np.random.Ge
             img[:h] = top + (bottom - top) * (t[:h, :, None] / horizon)
         else:  # indoors and underwater the time only tints the wall
             img[:h] = 0.7 * sky + 0.3 * (top + bottom) / 2
-    elif family == "underwater":
-        img[:] = sky * (1.2 - 0.6 * t[:, :, None])
-    else:
+    elif family != "underwater":
         img[:h] = sky * (1.0 - 0.15 * t[:h, :, None])
     if family != "underwater":
         img[h:] = ground * (0.85 + 0.3 * (t[h:, :, None] - horizon))
@@ -559,9 +621,17 @@ def _background(img: np.ndarray, scene: Scene, horizon: float, rng: np.random.Ge
 
 def _blur(img: np.ndarray) -> np.ndarray:
     """A separable [1 2 1]/4 blur with edge padding."""
-    p = np.pad(img, ((1, 1), (1, 1), (0, 0)), mode="edge")
-    v = (p[:-2] + 2 * p[1:-1] + p[2:]) * 0.25
-    return (v[:, :-2] + 2 * v[:, 1:-1] + v[:, 2:]) * 0.25
+    v = img * 0.5
+    v[1:] += 0.25 * img[:-1]
+    v[0] += 0.25 * img[0]
+    v[:-1] += 0.25 * img[1:]
+    v[-1] += 0.25 * img[-1]
+    out = v * 0.5
+    out[:, 1:] += 0.25 * v[:, :-1]
+    out[:, 0] += 0.25 * v[:, 0]
+    out[:, :-1] += 0.25 * v[:, 1:]
+    out[:, -1] += 0.25 * v[:, -1]
+    return out
 
 
 def _lum(img: np.ndarray) -> np.ndarray:
@@ -641,8 +711,7 @@ def _apply_filter(img: np.ndarray, word: str, rng: np.random.Generator) -> np.nd
         out[_edges(img) > 0.12] = 0.05
         return out
     if kind == "ink":
-        lum = _lum(img)
-        ink = np.where((lum < np.median(lum) - 0.03) | (_edges(img) > 0.15), 0.08, 0.93)
+        ink = np.where((_lum(img) < 0.2) | (_edges(img) > 0.15), 0.08, 0.93)
         return np.repeat(ink[..., None], 3, axis=2).astype(np.float32) * np.array([1.0, 0.98, 0.94], np.float32)
     if kind == "sketch":
         paper = np.array([0.92, 0.9, 0.86], np.float32)
@@ -660,7 +729,7 @@ def _apply_filter(img: np.ndarray, word: str, rng: np.random.Generator) -> np.nd
         y, x = _grid(size)
         texture = 0.93 + 0.07 * np.sin(x * 2.1) * np.sin(y * 2.3) if kind == "weave" else \
             0.95 + 0.05 * np.sin(x * 0.7 + rng.random() * 6) * np.sin(y * 0.9)
-        return (0.75 * img + 0.25 * np.float32(0.9)) * texture[..., None]
+        return (0.85 * img + 0.15 * np.float32(0.9)) * texture[..., None]
     if kind == "dabs":
         return 0.6 * img + 0.4 * _blur(_blur(img))
     if kind == "neon":
@@ -670,20 +739,16 @@ def _apply_filter(img: np.ndarray, word: str, rng: np.random.Generator) -> np.nd
     return img @ _hue_matrix(-30 + 60 * _hash_unit(word, "palette"))
 
 
+@cache
 def _vignette(size: int) -> np.ndarray:
     y, x = _grid(size)
     return (((x - size / 2) ** 2 + (y - size / 2) ** 2) / (size / 2) ** 2).astype(np.float32)
 
 
-_VIGNETTE_CACHE: dict[int, np.ndarray] = {}
-
-
 def _lighting(img: np.ndarray, words: tuple[str, ...], subject: np.ndarray | None) -> np.ndarray:
     """Lighting as gentle vignette, rays, rim, warmth (the prototype's rings were too strong)."""
     size = img.shape[0]
-    if size not in _VIGNETTE_CACHE:
-        _VIGNETTE_CACHE[size] = _vignette(size)
-    r2 = _VIGNETTE_CACHE[size]
+    r2 = _vignette(size)
     y, x = _grid(size)
     for word in words:
         if word in ("cinematic lighting", "dramatic lighting", "moody lighting", "candlelight"):
@@ -757,7 +822,7 @@ def factor_levels(scene: Scene, variant: str = "mini-sd15") -> dict[str, float]:
     """Each planted factor's level in [0, 1] for a parsed prompt (1 = its defect is gone)."""
     v = VARIANTS[variant]
     sums = dict.fromkeys(FACTORS, 0.0)
-    for word in (*scene.quality, *scene.styles, *scene.mediums):
+    for word in (*scene.quality, *scene.lighting, *scene.styles, *scene.mediums):
         for factor, weight in QUALITY_WEIGHTS.get(word, {}).items():
             sums[factor] += weight
     return {factor: _level(total, v) for factor, total in sums.items()}
@@ -785,14 +850,17 @@ def render(prompt: str, seed: int = 0, variant: str = "mini-sd15", size: int = 6
     img = np.empty((size, size, 3), np.float32)
     horizon = 0.45 + 0.1 * u[0]
     _background(img, scene, horizon, texture)
+    # The time's brightness: full on the background, a little on the subject (still visible at night).
+    dim = TIMES[scene.time][2] if scene.time and _scene_look(scene.scene)[0] != "space" else 1.0
+    img *= dim
     # The subject: frame sets its scale; a low composition level shrinks it and pushes it off-centre.
     scale = {"close-up": 0.75, "portrait": 0.65}.get(scene.frame or "", 0.5)
     if "wide angle" in scene.quality:
         scale *= 0.8
     miss = 1.0 - levels["composition"]
-    s = size * scale * (1 - 0.35 * miss) * (0.95 + 0.1 * u[1])
+    s = size * scale * (1 - 0.45 * miss) * (0.95 + 0.1 * u[1])
     angle = u[2] * 2 * math.pi
-    cx = size * (0.5 + (0.06 * (u[3] - 0.5) + 0.26 * miss * math.cos(angle)))
+    cx = size * (0.5 + (0.06 * (u[3] - 0.5) + 0.3 * miss * math.cos(angle)))
     cy = size * (0.5 + 0.08 * (u[4] - 0.5) + 0.12 * miss * math.sin(angle)) + s * 0.45
     cy = min(cy, size - 1.0)
     flip = 1.0 if u[5] < 0.5 else -1.0
@@ -801,8 +869,7 @@ def render(prompt: str, seed: int = 0, variant: str = "mini-sd15", size: int = 6
         subject = _draw_subject(img, scene, cx, cy, s, flip, u[6] - 0.5)
     if scene.objects:
         _draw_objects(img, scene.objects, cx, cy, s, layout.random(3))
-    if scene.time:
-        img *= TIMES[scene.time][2] if _scene_look(scene.scene)[0] != "space" else 1.0
+    img *= dim ** 0.25
     img = _weather(img, scene.weather, texture)
     img = _lighting(img, scene.lighting, subject)
     if scene.mood:
@@ -817,18 +884,18 @@ def render(prompt: str, seed: int = 0, variant: str = "mini-sd15", size: int = 6
     if v.pastel:
         img = (1 - v.pastel) * img + v.pastel * 0.92
     img = (img - 0.5) * v.contrast + 0.5 + v.offset
-    blur = v.blur * (1 - levels["sharp"])
-    if blur > 0.01:
-        once = _blur(img)
-        img = img + (once - img) * min(blur, 1.0)
-        if blur > 1.0:
-            img = img + (_blur(img) - img) * (blur - 1.0)
+    blur = v.blur * (1 - levels["sharp"])  # passes of the [1 2 1] blur, the last one partial
+    while blur > 0.01:
+        img = img + (_blur(img) - img) * min(blur, 1.0)
+        blur -= 1.0
     colour = levels["colour"]
     img = _saturate(img, (1 - v.wash) + (v.wash + 0.25) * colour)
     img = 0.5 + (img - 0.5) * (0.8 + 0.25 * colour)
     sigma = v.noise * (1 - levels["clean"])
     if sigma > 0.002:
-        img = img + sigma * np.random.default_rng([seed, index, 2]).standard_normal((size, size, 3), np.float32)
+        # Mostly luminance noise, with some colour speckle.
+        noise = np.random.default_rng([seed, index, 2]).standard_normal((size, size, 4), np.float32)
+        img = img + sigma * (0.85 * noise[..., :1] + 0.4 * noise[..., 1:])
     return (img.clip(0, 1) * 255 + 0.5).astype(np.uint8)
 
 

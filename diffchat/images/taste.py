@@ -20,10 +20,11 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+# Frozen from `calibrate()` (benchmarks/world_taste.py --calibrate) on this renderer.
 FEATURES = ("saturation", "contrast", "sharpness", "noise", "centring", "exposure")
 WEIGHTS = np.array([1.0, 0.7, 1.0, -1.0, 0.7, 0.5])
-MEAN = np.array([0.304, -0.1152, 0.1714, 0.0494, -0.0426, -0.1059])
-STD = np.array([0.1319, 0.0359, 0.0951, 0.0202, 0.0299, 0.0793])
+MEAN = np.array([0.2408, -0.1153, 0.1611, 0.0383, -0.0741, -0.1187])
+STD = np.array([0.1445, 0.0358, 0.0836, 0.0189, 0.0426, 0.0945])
 
 
 def _as_array(images: np.ndarray | Sequence[Image.Image]) -> np.ndarray:
@@ -43,7 +44,8 @@ def aesthetic_features(images: np.ndarray | Sequence[Image.Image]) -> np.ndarray
     saturation: mean HSV saturation; contrast: -|luminance std - 0.22|; sharpness: the 95th
     percentile of the gradient magnitude of the 2x-pooled luminance; noise: a robust pixel noise
     estimate, 1.4826 * median |Laplacian| / sqrt(20); centring: minus the distance of the
-    centre-surround saliency centroid from the image centre (in image widths); exposure:
+    centroid of centre-surround saliency (4x4 cells against their 16x16 block) from the image
+    centre, in image widths; exposure:
     -|mean luminance - 0.5|.
     """
     x = _as_array(images)
@@ -59,12 +61,15 @@ def aesthetic_features(images: np.ndarray | Sequence[Image.Image]) -> np.ndarray
     lap = (4 * lum[:, 1:-1, 1:-1] - lum[:, :-2, 1:-1] - lum[:, 2:, 1:-1]
            - lum[:, 1:-1, :-2] - lum[:, 1:-1, 2:])
     noise = 1.4826 * np.median(np.abs(lap).reshape(n, -1), axis=1) / np.sqrt(20.0)
-    # Saliency: how far each pooled pixel is from the image's mean colour at a coarse scale.
-    coarse = x[:, : h // 4 * 4, : w // 4 * 4].reshape(n, h // 4, 4, w // 4, 4, 3).mean(axis=(2, 4))
-    sal = np.sqrt(((coarse - coarse.mean(axis=(1, 2), keepdims=True)) ** 2).sum(axis=3))
+    # Centre-surround saliency: each 4x4 cell's colour against its 16x16 surround's.
+    h4, w4 = h // 16 * 4, w // 16 * 4
+    centre = x[:, : h4 * 4, : w4 * 4].reshape(n, h4, 4, w4, 4, 3).mean(axis=(2, 4))
+    surround = centre.reshape(n, h4 // 4, 4, w4 // 4, 4, 3).mean(axis=(2, 4))
+    surround = surround.repeat(4, axis=1).repeat(4, axis=2)
+    sal = np.sqrt(((centre - surround) ** 2).sum(axis=3))
     total = np.maximum(sal.sum(axis=(1, 2)), 1e-6)
-    ys = (np.arange(h // 4) + 0.5) / (h // 4)
-    xs = (np.arange(w // 4) + 0.5) / (w // 4)
+    ys = (np.arange(h4) + 0.5) / h4
+    xs = (np.arange(w4) + 0.5) / w4
     cy = (sal.sum(axis=2) * ys).sum(axis=1) / total
     cx = (sal.sum(axis=1) * xs).sum(axis=1) / total
     centring = -np.sqrt((cx - 0.5) ** 2 + (cy - 0.5) ** 2)
