@@ -197,6 +197,17 @@ def _cmd_chat(args: argparse.Namespace) -> None:
         print(f"exported to {session.export(out)}")
 
 
+def _cmd_render(args: argparse.Namespace) -> None:
+    from diffchat.images.render import render_image
+
+    tis = args.tis or get_profile("tiny").models.tis[0]
+    if args.size < 16:
+        raise ValueError(f"--size must be at least 16, got {args.size}")
+    image = render_image(args.prompt, seed=args.seed, variant=tis, size=args.size)
+    image.save(args.out, format="PNG")
+    print(f"{args.out}: {tis}, seed {args.seed}, {args.size}x{args.size}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diffchat",
@@ -266,6 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="image seed, the same every turn (default 0)")
     p.add_argument("--out", default=None, help="folder for the PNGs (default <runs>/<profile>/chat)")
     COMMANDS["chat"] = _cmd_chat
+
+    p = sub.add_parser("render", help="draw a prompt with a mini-world renderer (the tiny profile's TIS models)")
+    p.add_argument("prompt")
+    p.add_argument("--tis", default=None, help="renderer (default: the tiny profile's first, mini-sd15)")
+    p.add_argument("--seed", type=int, default=0, help="image seed (default 0)")
+    p.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    p.add_argument("-o", "--out", required=True, help="PNG file to write")
+    COMMANDS["render"] = _cmd_render
     return parser
 
 

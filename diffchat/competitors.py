@@ -116,7 +116,7 @@ def load_instructpix2pix(model_id: str, device: str | torch.device | None = None
                          dtype: str = "auto") -> Any:
     """diffusers' StableDiffusionInstructPix2PixPipeline; 'tiny' builds a random-init one offline."""
     from diffchat.device import pick_device, pick_dtype
-    from diffchat.images import TISSpec, _place
+    from diffchat.images.tis import TISSpec, _place
 
     dev = pick_device(str(device) if device is not None else None)
     torch_dtype = pick_dtype(dev, dtype, diffusion=True)

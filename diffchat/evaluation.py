@@ -307,10 +307,11 @@ def check_request(methods: Sequence[str] | None, tis: Sequence[str] | None, prof
         get_tis_spec(name)
 
 
-def load_scorers(profile: Profile) -> dict[str, Any]:
+def load_scorers(profile: Profile, clip_dir: str | Path | None = None) -> dict[str, Any]:
+    """Every scorer of the profile; ``clip_dir``: the clip stage's folder (the tiny CLIP)."""
     from diffchat.scorers import SCORER_KINDS, profile_scorer
 
-    return {kind: profile_scorer(kind, profile) for kind in SCORER_KINDS}
+    return {kind: profile_scorer(kind, profile, clip_dir=clip_dir) for kind in SCORER_KINDS}
 
 
 def method_source(method: Method, profile: Profile, root: Path, config: dict) -> str:
@@ -347,14 +348,15 @@ def eval_stage(ctx: StageContext) -> dict:
     methods, notes = available_methods(ev["methods"], profile, ctx.root, strict=False)
     for note in notes:
         ctx.log(f"eval: {note}")
-    work = ctx.cache / f"work-{_fingerprint([cfg['scorers'], ev['split'], _manifest_hash(ctx)])}"
+    keys = [_manifest_hash(ctx, "instructpe"), _manifest_hash(ctx, "clip")]
+    work = ctx.cache / f"work-{_fingerprint([cfg['scorers'], ev['split'], *keys])}"
     settings = ImageSettings(tuple(cfg["seeds"]), ev["ip2p_steps"], ev["ip2p_guidance"], ev["ip2p_image_guidance"])
     evaluation = Evaluation(work, rows, settings)
     sources = {m: method_source(m, profile, ctx.root, cfg) for m in methods}
     plan = {m: (sources[m], evaluation.prompts(m, sources[m], lambda m=m: write_prompts(
         m, rows, profile, ctx.root, ctx.cache))) for m in methods}
     ip2p = (load_instructpix2pix(ev["instructpix2pix"]) if any(m.kind == "edit" for m in methods) else None)
-    scorers = load_scorers(profile)
+    scorers = load_scorers(profile, ctx.input("clip"))
     records = []
     for tis_name in cfg["tis"]:  # one TIS model in memory at a time
         tis = load_tis(tis_name)
@@ -376,9 +378,10 @@ def eval_stage(ctx: StageContext) -> dict:
     return {k: v for k, v in summary.items() if k != "table1"}
 
 
-def _manifest_hash(ctx: StageContext) -> str | None:
-    """The instructpe run's key: the test rows (and so the example numbers) depend on it."""
-    manifest = ctx.input("instructpe") / "manifest.json"
+def _manifest_hash(ctx: StageContext, stage: str) -> str | None:
+    """An input run's key: the test rows (and so the example numbers) depend on instructpe's,
+    the scores on the clip stage's tiny CLIP."""
+    manifest = ctx.input(stage) / "manifest.json"
     return json.loads(manifest.read_text())["key_hash"] if manifest.is_file() else None
 
 

@@ -4,6 +4,10 @@ PPO needs a reward for every sampled prompt, and making and scoring images insid
 is slow. As BeautifulPrompt does, we label prompts once (prompt -> image with a fixed seed ->
 aesthetic score and PickScore); ``diffchat.reward_models`` then learns to predict each score
 from the prompt alone. Labelling is the slow part, so the labels file is resumable.
+
+With several TIS models a label is the mean of their images' scores: what a prompt earns on
+average over the models it will be evaluated on (the tiny profile's five renderers draw in
+milliseconds; the paper profile labels with one model, as BeautifulPrompt does).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from diffchat.images import TISModel, create_images
@@ -37,7 +42,7 @@ def read_labels(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 def label_prompts(
     prompts: Sequence[str],
-    tis: TISModel,
+    tis: TISModel | Sequence[TISModel],
     aesthetic_scorer: Scorer,
     pick_scorer: Scorer,
     out_path: str | os.PathLike,
@@ -46,7 +51,8 @@ def label_prompts(
     images: ImageConfig | None = None,
     progress: bool = True,
 ) -> Path:
-    """Label prompts with the aesthetic score and PickScore of their image (fixed seed).
+    """Label prompts with the aesthetic score and PickScore of their image (fixed seed); with
+    several TIS models in ``tis``, the mean over their images.
 
     Resumable: rows are appended and fsync'd as each batch finishes, and a rerun skips the
     prompts already in the file, so a crash loses at most the batch in flight.
@@ -55,6 +61,7 @@ def label_prompts(
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.touch()  # the file exists even when there is nothing to label
+    models = [tis] if isinstance(tis, TISModel) else list(tis)
     settings: dict[str, Any] = {}
     if images is not None:
         settings = dict(steps=images.steps, guidance=images.guidance,
@@ -66,10 +73,12 @@ def label_prompts(
         starts = range(0, len(todo), batch_size)
         for start in tqdm(starts, desc="reward labels", disable=not progress):
             batch = todo[start:start + batch_size]
-            imgs = create_images(batch, tis, seed, batch_size=batch_size, progress=False,
-                                 **settings)
-            aes = aesthetic_scorer.score(imgs, batch)
-            pick = pick_scorer.score(imgs, batch)
-            labels.append({"prompt": prompt, "aesthetic": a, "pickscore": p}
+            aes, pick = np.zeros(len(batch)), np.zeros(len(batch))
+            for model in models:
+                imgs = create_images(batch, model, seed, batch_size=batch_size, progress=False,
+                                     **settings)
+                aes += np.array(aesthetic_scorer.score(imgs, batch)) / len(models)
+                pick += np.array(pick_scorer.score(imgs, batch)) / len(models)
+            labels.append({"prompt": prompt, "aesthetic": float(a), "pickscore": float(p)}
                           for prompt, a, p in zip(batch, aes, pick, strict=True))
     return out

@@ -1,7 +1,7 @@
 """The course's stages in order, each naming the module that holds its body.
 
 Read this list against the notebooks: 01 builds ``data``; 02 ``base``, ``pb`` and
-``instructpe``; 03 ``sft``; 04 ``rewards``; 05 ``ppo`` and its three ablations; 06 ``eval``. A stage's body is imported only when it runs.
+``instructpe``; 03 ``sft``; 04 ``clip`` and ``rewards``; 05 ``ppo`` and its three ablations; 06 ``eval``. A stage's body is imported only when it runs.
 ``run``, ``ensure``, ``is_done``, ``problem``, ``status`` and ``read_manifest`` act on this pipeline.
 """
 
@@ -41,10 +41,17 @@ def data_config(p: Profile) -> dict:
     return config
 
 
+def clip_config(p: Profile) -> dict:
+    """The tiny CLIP's settings where the profile's scorers use it, else only which CLIP scores."""
+    from diffchat.profiles import WORLD_ID
+
+    return {"scorers": p.models.clip, "clip": p.section("clip") if p.models.clip == WORLD_ID else None}
+
+
 def rewards_config(p: Profile) -> dict:
     m = p.models
     return {"rm": p.section("rm"), "images": p.section("images"), "n": p.data.n_reward_labels,
-            "tis": m.tis[0], "aesthetic": m.aesthetic, "pickscore": m.pickscore,
+            "tis": list(m.tis[:p.images.label_tis]), "aesthetic": m.aesthetic, "pickscore": m.pickscore,
             "pickscore_processor": m.pickscore_processor, "base": m.reward}
 
 
@@ -110,7 +117,10 @@ COURSE = Pipeline([
           outputs=("config.json", "sft_eval.json"),
           config=lambda p: {"sft": p.section("sft"), "base": p.models.policy, "init": p.models.sft_init},
           description="supervised fine-tuning with template T, loss on y only (3.2)"),
-    Stage("rewards", "diffchat.reward_models:rewards_stage", inputs=("instructpe", "base"),
+    Stage("clip", "diffchat.images.clip_train:clip_stage", outputs=("clip_eval.json",),
+          config=clip_config, data_files=WORD_LISTS,
+          description="the tiny CLIP trained on mini-world renders, and its planted-taste scorers (DESIGN 8)"),
+    Stage("rewards", "diffchat.reward_models:rewards_stage", inputs=("instructpe", "base", "clip"),
           outputs=("labels.jsonl", "rewards_eval.json"), config=rewards_config,
           description="label prompts with image scores; train the aesthetic and PickScore text RMs (3.3)"),
     *(Stage(name, "diffchat.ppo.stage:ppo_stage", inputs=("sft", "rewards", "instructpe"),
@@ -120,7 +130,8 @@ COURSE = Pipeline([
       for name in VARIANTS),
     # The PPO runs are optional: evaluation takes whichever have finished (the rest are left
     # out with a note) and reruns when another one finishes.
-    Stage("eval", "diffchat.evaluation:eval_stage", inputs=("instructpe", "sft"), optional=tuple(VARIANTS),
+    Stage("eval", "diffchat.evaluation:eval_stage", inputs=("instructpe", "sft", "clip"),
+          optional=tuple(VARIANTS),
           outputs=("records.jsonl", "table1.md", "table1.csv", "eval_summary.json"),
           config=eval_config,
           description="Tables 1, 2 and 4: competitors and ablations on every TIS model (4.1, A.7)"),

@@ -19,6 +19,12 @@ PROFILE_NAMES = ("tiny", "small", "paper")
 DEFAULT_PROFILE = "tiny"
 # ModelIds' name for a model the course builds locally from a config (tiny profile).
 TINY_ID = "tiny"
+# The mini-world renderer's five variants, standing in for SD 1.5, Deliberate, Dreamlike,
+# Realistic Vision and SDXL: the tiny profile's TIS models (diffchat.images.render, DESIGN.md 8).
+RENDERER_TIS = ("mini-sd15", "mini-deliberate", "mini-dreamlike", "mini-realistic", "mini-sdxl")
+# ModelIds' name for the tiny CLIP that the clip stage trains on mini-world renders, and the
+# scorers with planted taste built on it (DESIGN 8).
+WORLD_ID = "miniworld-clip"
 
 
 def data_dir() -> Path:
@@ -163,6 +169,9 @@ class ImageConfig:
     steps: int
     guidance: float
     seeds: tuple[int, ...] = (0,)
+    # How many of models.tis draw each prompt the rewards stage labels (the label is the mean):
+    # one, as BeautifulPrompt labels with one model; the tiny profile's renderers cost little.
+    label_tis: int = 1
 
 
 @dataclass(frozen=True)
@@ -186,6 +195,24 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class ClipConfig:
+    """The tiny CLIP the clip stage trains on mini-world renders (DESIGN 8), where the profile's
+    scorers are WORLD_ID. Its prototype: 3,295 steps in 300 s on one thread, 20k images."""
+
+    n_pairs: int = 10_000  # PB pairs of the training split; plain caption + PB prompt, one render each
+    steps: int = 3_000  # a fixed count, never a time budget
+    batch_size: int = 128
+    lr: float = 2e-3  # AdamW
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.05  # then cosine to 0
+    grouped_share: float = 0.5  # share of batches of 4 scenes x 32 captions (hard negatives)
+    image_size: int = 64
+    head_steps: int = 2_000  # the aesthetic head on planted ratings
+    n_eval: int = 512  # held-out captions per check and split
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -199,6 +226,7 @@ class Profile:
     images: ImageConfig
     tiny_lm: TinyLMConfig = field(default_factory=TinyLMConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
     template: str = TEMPLATE_T
 
     def section(self, name: str) -> dict[str, Any]:
@@ -294,6 +322,9 @@ _REAL_SCORERS = dict(
 _TINY_SCORERS = dict(
     aesthetic="tiny", pickscore="tiny", pickscore_processor="tiny", hps="tiny", clip="tiny"
 )
+_WORLD_SCORERS = dict(
+    aesthetic=WORLD_ID, pickscore=WORLD_ID, pickscore_processor=WORLD_ID, hps=WORLD_ID, clip=WORLD_ID
+)
 
 PAPER = Profile(
     name="paper",
@@ -354,8 +385,8 @@ TINY = Profile(
     name="tiny",
     description="Random-init BLOOM-architecture models built from configs: any CPU, minutes (CI).",
     models=ModelIds(
-        policy="tiny", pb="tiny", reward="tiny", teacher="rule", tis=("tiny",), sft_init="pb",
-        **_TINY_SCORERS,
+        policy="tiny", pb="tiny", reward="tiny", teacher="rule", tis=RENDERER_TIS, sft_init="pb",
+        **_WORLD_SCORERS,
     ),
     data=DataConfig(source="miniworld", n_triplets=20_000, n_pb_pairs=20_000, n_test=300,
                     n_reward_labels=1_000),
@@ -377,8 +408,9 @@ TINY = Profile(
     rl=TrainConfig(epochs=2, batch_size=32, max_length=192, lr=3e-4, unfreeze_layers=2,
                    weight_decay=1e-6),
     ppo=PPOConfig(rollouts=32, iterations=20, max_new_tokens=48),
-    images=ImageConfig(height=32, width=32, steps=2, guidance=5.0, seeds=(0,)),
-    # 32x32 images from random weights: a handful of rows shows the protocol in about a minute.
+    # The renderers draw 64x64 in one pass, without guidance (steps and guidance are ignored).
+    # Labels average the five renderers: less noise for the text RMs, a few seconds per 1000 prompts.
+    images=ImageConfig(height=64, width=64, steps=1, guidance=0.0, seeds=(0,), label_tis=5),
     eval=EvalConfig(n_examples=32, instructpix2pix="tiny", ip2p_steps=2),
 )
 
@@ -410,6 +442,8 @@ QUICK_OVERRIDES = {
     "pb": {"max_steps": 800},
     "sft": {"max_steps": 600},
     "eval": {"n_examples": 8},
+    # The tiny CLIP on a third of the steps and a fifth of the renders (about 2 minutes on one thread).
+    "clip": {"n_pairs": 2_000, "steps": 1_000, "head_steps": 1_000, "n_eval": 256},
 }
 
 

@@ -282,10 +282,14 @@ def rewards_stage(ctx: StageContext) -> dict:
     raw_of = {r["beautified_target_prompt"]: r["beautified_source_prompt"] for r in rows}
     # Labels depend on the TIS model, the scorers and the image settings: cache them per setup.
     setup = {k: v for k, v in ctx.config.items() if k not in ("rm", "n", "base")}
+    setup["clip"] = json.loads((ctx.input("clip") / "manifest.json").read_text())["key_hash"]
     tag = hashlib.sha256(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()[:12]
     labels_path = ctx.cache / f"labels-{tag}.jsonl"
-    label_prompts(list(raw_of), load_tis(p.models.tis[0]), profile_scorer("aesthetic", p),
-                  profile_scorer("pickscore", p), labels_path, seed=p.images.seeds[0], images=p.images)
+    clip = ctx.input("clip")
+    tis = [load_tis(name) for name in p.models.tis[:p.images.label_tis]]
+    label_prompts(list(raw_of), tis, profile_scorer("aesthetic", p, clip_dir=clip),
+                  profile_scorer("pickscore", p, clip_dir=clip), labels_path, seed=p.images.seeds[0],
+                  images=p.images)
     by_prompt = {r["prompt"]: r for r in read_labels(labels_path)}
     labels = [{**by_prompt[q], "raw": raw} for q, raw in raw_of.items()]
     with (ctx.out / "labels.jsonl").open("w", encoding="utf-8") as f:

@@ -5,6 +5,11 @@ labelling and evaluation loop over them alike. Each kind loads its real weights 
 id (the paper profile) and a tiny random CLIP stand-in for the id ``'tiny'``: the formulas
 are the same, the numbers are meaningless (random weights), which the notebooks say.
 
+For the id ``WORLD_ID`` (the tiny profile) they use the tiny CLIP the clip stage trains on
+mini-world renders (``diffchat.images.clip``) and the world's planted taste
+(``diffchat.images.taste``): numbers that mean something, but a planted taste, not beauty.
+``WORLD_SCORERS`` says what each kind computes there.
+
 Definitions (DESIGN section 5):
 
 - aesthetic (LAION improved aesthetic predictor): MLP 768-1024-128-64-16-1 over the
@@ -24,16 +29,19 @@ numbers beside the paper's should multiply these two by 100 and say so.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
 from diffchat.device import pick_device, pick_dtype
-from diffchat.profiles import TINY_ID, Profile, get_profile
+from diffchat.profiles import TINY_ID, WORLD_ID, Profile, get_profile
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +119,24 @@ class OpenClipEncoder:
         return self.model.encode_text(self.tokenizer(list(texts)).to(self.device)).float()
 
 
-Encoder = ClipEncoder | OpenClipEncoder
+class WorldClipEncoder:
+    """The same two methods over the tiny CLIP trained on mini-world renders."""
+
+    def __init__(self, model: nn.Module, device: torch.device):
+        self.model = model.to(device).eval()
+        self.device = device
+        self.dtype = torch.float32
+
+    @torch.no_grad()
+    def images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return self.model.get_image_features(images).float()
+
+    @torch.no_grad()
+    def texts(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.model.get_text_features(texts).float()
+
+
+Encoder = ClipEncoder | OpenClipEncoder | WorldClipEncoder
 
 
 class AestheticHead(nn.Module):
@@ -204,6 +229,30 @@ class HPSScorer(Scorer):
         return self._cosine(images, texts).cpu()
 
 
+class PlantedPreferenceScorer(Scorer):
+    """A preference stand-in on the mini-world: ``(cos_weight * cos(text, image) + taste_weight *
+    (A - 5)) * scale``, with the tiny CLIP's cosine and A the planted taste formula of the image.
+
+    PickScore and HPS get different mixes (``PLANTED_MIXES``), so the two preference scores
+    disagree as the real ones do. A is the formula itself, not the aesthetic head.
+    """
+
+    def __init__(self, encoder: Encoder, kind: str, cos_weight: float, taste_weight: float,
+                 scale: float = 1.0, batch_size: int = 16):
+        super().__init__(encoder, batch_size)
+        self.kind = kind
+        self.cos_weight, self.taste_weight, self.scale = cos_weight, taste_weight, scale
+
+    def _score(self, images: list[Image.Image], texts: list[str]) -> torch.Tensor:
+        from diffchat.images.taste import planted_aesthetic
+
+        pixels = np.stack([np.asarray(im.convert("RGB") if isinstance(im, Image.Image) else im)
+                           for im in images])
+        taste = torch.as_tensor(planted_aesthetic(pixels), dtype=torch.float32) - 5.0
+        cos = self._cosine(images, texts).cpu()
+        return self.scale * (self.cos_weight * cos + self.taste_weight * taste)
+
+
 class ClipScorer(Scorer):
     """CLIP-S as torchmetrics computes it: 100 * max(cos(image, text), 0)."""
 
@@ -261,6 +310,48 @@ _SCORERS: dict[str, type[Scorer]] = {
     cls.kind: cls
     for cls in (AestheticScorer, PickScorer, HPSScorer, ClipScorer, DirectionalClipScorer)
 }
+
+
+# The mini-world's preference stand-ins (DESIGN 8): (cos weight, planted-taste weight, scale).
+# PickScore: 10 cos + (A - 5), in PickScore-like units. HPS: the cosine weighs twice as much
+# against taste, and the scale 1/100 keeps it a cosine-sized number as HPS v2's (Table 1
+# prints it x100).
+PLANTED_MIXES = {"pickscore": (10.0, 1.0, 1.0), "hps": (20.0, 1.0, 0.01)}
+WORLD_SCORERS = {
+    "aesthetic": "planted taste: a LAION-style MLP head over the tiny CLIP's normalised image "
+                 "embedding, trained on the planted formula's ratings",
+    "pickscore": "10 * cos(text, image) + (A - 5), A the planted taste formula",
+    "hps": "(20 * cos(text, image) + (A - 5)) / 100",
+    "clip": "100 * max(cos, 0) with the tiny CLIP",
+    "dclip": "cos(I1 - I0, T1 - T0) with the tiny CLIP",
+}
+AESTHETIC_HEAD_WEIGHTS = "aesthetic_head.safetensors"
+
+
+def load_world_head(folder: str | os.PathLike) -> AestheticHead:
+    """The aesthetic head the clip stage trained on planted ratings (safetensors)."""
+    from safetensors.torch import load_file
+
+    path = Path(folder) / AESTHETIC_HEAD_WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `diffchat clip` to train the tiny CLIP")
+    state = load_file(str(path))
+    head = AestheticHead(state["layers.0.weight"].shape[1])
+    head.load_state_dict(state)
+    return head.eval()
+
+
+def world_scorer(kind: str, folder: str | os.PathLike, device: torch.device,
+                 batch_size: int = 16) -> Scorer:
+    """A scorer of ``kind`` on the tiny CLIP saved in ``folder`` (the clip stage's artifacts)."""
+    from diffchat.images.clip import WorldClip
+
+    encoder = WorldClipEncoder(WorldClip.from_pretrained(folder), device)
+    if kind == "aesthetic":
+        return AestheticScorer(encoder, load_world_head(folder), batch_size)
+    if kind in PLANTED_MIXES:
+        return PlantedPreferenceScorer(encoder, kind, *PLANTED_MIXES[kind], batch_size=batch_size)
+    return _SCORERS[kind](encoder, batch_size)
 
 
 def _tiny_encoder(kind: str, device: torch.device, dtype: torch.dtype) -> ClipEncoder:
@@ -322,16 +413,23 @@ def make_scorer(
     processor_id: str | None = None,
     dtype: str = "float32",
     batch_size: int = 16,
+    clip_dir: str | os.PathLike | None = None,
 ) -> Scorer:
     """A scorer of ``kind`` (one of SCORER_KINDS) on ``model_id``, or its tiny stand-in.
 
     ``model_id`` is the CLIP backbone for aesthetic / clip / dclip, PickScore_v1 for
     pickscore (``processor_id`` defaults to the LAION ViT-H-14 processor) and the HPS v2
     repo for hps. Scorers run in fp32 by default so that scores do not depend on the card.
+    ``WORLD_ID`` takes the tiny CLIP in ``clip_dir`` (the clip stage's folder).
     """
     if kind not in _SCORERS:
         raise ValueError(f"unknown scorer {kind!r}: choose one of {', '.join(SCORER_KINDS)}")
     dev = pick_device(str(device) if device is not None else None)
+    if model_id == WORLD_ID:
+        if clip_dir is None:
+            raise ValueError(f"the {model_id} scorers need clip_dir, the clip stage's folder")
+        log.info("%s scorer: the tiny CLIP in %s with planted taste", kind, clip_dir)
+        return world_scorer(kind, clip_dir, dev, batch_size)
     torch_dtype = pick_dtype(dev, dtype)
     if model_id == TINY_ID:
         log.info("%s scorer: tiny random CLIP (seed %d), scores are meaningless",
@@ -348,13 +446,24 @@ def make_scorer(
 
 
 def profile_scorer(kind: str, profile: str | Profile | None = None,
-                   device: str | torch.device | None = None, **kwargs: Any) -> Scorer:
-    """The scorer of ``kind`` with the model ids of a profile (ModelIds)."""
-    ids = get_profile(profile).models
+                   device: str | torch.device | None = None,
+                   clip_dir: str | os.PathLike | None = None,
+                   root: str | os.PathLike | None = None, **kwargs: Any) -> Scorer:
+    """The scorer of ``kind`` with the model ids of a profile (ModelIds).
+
+    A profile whose scorers are ``WORLD_ID`` reads the tiny CLIP from ``clip_dir``, by default
+    the clip stage's folder under ``root`` (the runs folder).
+    """
+    profile = get_profile(profile)
+    ids = profile.models
     model_id = {"aesthetic": ids.aesthetic, "pickscore": ids.pickscore, "hps": ids.hps,
                 "clip": ids.clip, "dclip": ids.clip}.get(kind)
     if model_id is None:
         raise ValueError(f"unknown scorer {kind!r}: choose one of {', '.join(SCORER_KINDS)}")
+    if model_id == WORLD_ID:
+        from diffchat.runner import stage_dir
+
+        kwargs["clip_dir"] = clip_dir if clip_dir is not None else stage_dir("clip", profile, root)
     if kind == "pickscore" and ids.pickscore_processor != TINY_ID:
         kwargs.setdefault("processor_id", ids.pickscore_processor)
     return make_scorer(kind, model_id, device, **kwargs)

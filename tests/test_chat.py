@@ -1,7 +1,8 @@
 """The chat (Fig. 1): ChatSession, the widget app, `diffchat chat`, and the demo in a real browser.
 
 The model is a tiny BLOOM given a few SFT steps on mini-world rows and saved as the runs folder's
-SFT stage, so these tests need no course run; the TIS model is the tiny random pipeline.
+SFT stage, so these tests need no course run; the TIS model is the tiny profile's first, a
+mini-world renderer (64x64).
 """
 
 import json
@@ -69,7 +70,7 @@ def _same(a, b) -> bool:
 
 def test_start_send_undo_branch_and_edit_prompt(session):
     first = session.start("a picture of a parrot in a vineyard")
-    assert (first.index, first.instruction, first.seed) == (0, None, 0) and first.image.size == (32, 32)
+    assert (first.index, first.instruction, first.seed) == (0, None, 0) and first.image.size == (64, 64)
     one = session.send("make it night")
     two = session.send("add a hat")
     assert [t.index for t in session.turns] == [0, 1, 2] and session.current == two
@@ -123,6 +124,23 @@ def test_empty_instruction_nsfw_and_over_budget_are_refused(session):
     assert len(session.turns) == 1 and session.current.prompt == "a picture of a parrot in a vineyard"
 
 
+def test_the_renderer_draws_each_turns_edit(session, monkeypatch):
+    """Two turns drawn by the tiny profile's renderer: night darkens the sky, then the cat turns blue
+    (a cat's own colour, from a hash of the word, is reddish). The rule teacher writes the rewrites,
+    so this checks the drawing rather than the tiny model."""
+    monkeypatch.setattr(session.model, "rewrite", miniworld.apply_instruction)
+    first = session.start("a cat in a park")
+    night = session.send("make it night")
+    blue = session.send("make the cat blue")
+    assert (night.prompt, blue.prompt) == ("a cat in a park at night", "a blue cat in a park at night")
+    day_px, night_px, blue_px = (np.asarray(t.image, dtype=float) for t in (first, night, blue))
+    assert night_px[:12].mean() < day_px[:12].mean() - 40  # the sky's top rows
+    cat = np.abs(blue_px - night_px).sum(axis=2) > 60  # the pixels the colour word changed
+    assert cat.sum() > 20
+    blueness = [px[cat][:, 2].mean() - px[cat][:, :2].mean() for px in (night_px, blue_px)]
+    assert blueness[1] > blueness[0] + 40
+
+
 def test_a_failing_pipeline_or_model_leaves_the_last_good_turn(session, monkeypatch):
     session.start("a picture of a parrot in a vineyard")
     good = session.send("make it night")
@@ -135,7 +153,7 @@ def test_a_failing_pipeline_or_model_leaves_the_last_good_turn(session, monkeypa
         return pipe(*args, **kwargs)
 
     monkeypatch.setattr(session.tis, "pipe", fails_once)
-    with pytest.raises(ChatError, match="tiny pipeline failed .*injected.*stays at turn 1"):
+    with pytest.raises(ChatError, match="mini-sd15 pipeline failed .*injected.*stays at turn 1"):
         session.send("add a hat")
     assert session.turns[-1] == good and len(session.turns) == 2
     assert session.send("add a hat").index == 2  # usable again
@@ -280,7 +298,7 @@ def test_demo_in_a_browser(runs, tmp_path):
                                    timeout=180_000)
             assert page.locator(".diffchat-thumb").count() == 3
             assert "after: add a hat" in page.inner_text(".diffchat-prompt")
-            assert page.eval_on_selector(".diffchat-app .diffchat-image", "e => e.naturalWidth") == 32
+            assert page.eval_on_selector(".diffchat-app .diffchat-image", "e => e.naturalWidth") == 64
             for shot in shots:
                 shot.parent.mkdir(parents=True, exist_ok=True)
                 page.locator(".diffchat-app").screenshot(path=str(shot))

@@ -129,7 +129,8 @@ def parts():
     from diffchat.evaluation import load_scorers
     from diffchat.images import load_tis
 
-    return load_tis("tiny", device="cpu"), load_instructpix2pix("tiny", device="cpu"), load_scorers("tiny")
+    # The small profile's scorers: random tiny CLIPs, no clip stage to run first.
+    return load_tis("tiny", device="cpu"), load_instructpix2pix("tiny", device="cpu"), load_scorers("small")
 
 
 def run_protocol(work, parts, counter, fail_after=None):

@@ -1,4 +1,4 @@
-"""Text-to-image registry and image creation on the tiny pipeline (section 4.1)."""
+"""Text-to-image registry and image creation on the tiny pipeline and the renderers (section 4.1)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from diffchat.images import TIS_MODELS, create_images, get_tis_spec, image_grid, load_tis
+from diffchat.images.render import RENDERERS, render
 from diffchat.loading import HubUnavailableError
 from diffchat.profiles import PAPER, TINY
 
@@ -35,10 +36,19 @@ def test_registry_covers_the_paper_models():
         get_tis_spec("midjourney")
 
 
-def test_tiny_spec_matches_the_tiny_profile():
-    spec = get_tis_spec(TINY.models.tis[0])
-    assert (spec.resolution, spec.resolution) == (TINY.images.height, TINY.images.width)
-    assert (spec.steps, spec.guidance) == (TINY.images.steps, TINY.images.guidance)
+def test_the_tiny_profile_draws_with_the_five_renderers():
+    assert TINY.models.tis == RENDERERS
+    for name in TINY.models.tis:
+        spec = get_tis_spec(name)
+        assert spec.kind == "render"
+        assert (spec.resolution, spec.resolution) == (TINY.images.height, TINY.images.width)
+    tis = load_tis(TINY.models.tis[0])
+    images = create_images(["a red cat in a park", "a castle at night"], tis, [0, 1], progress=False,
+                           steps=TINY.images.steps, guidance=TINY.images.guidance)
+    assert [im.size for im in images] == [(64, 64)] * 2
+    assert np.array_equal(np.asarray(images[1]), render("a castle at night", 1, TINY.models.tis[0]))
+    with pytest.raises(ValueError, match="square"):
+        create_images(["a cat"], tis, 0, height=64, width=32, progress=False)
 
 
 def test_images_depend_only_on_prompt_and_seed(tiny_tis):
@@ -101,7 +111,7 @@ def test_pipelines_load_only_safetensors_weights(tiny_tis, tmp_path):
     """A diffusers folder whose weights are pickles (.bin) is refused, not unpickled."""
     import torch
 
-    from diffchat.images import TISSpec, _load_pipeline
+    from diffchat.images.tis import TISSpec, _load_pipeline
 
     for name, safe in (("safe", True), ("pickled", False)):
         tiny_tis.pipe.save_pretrained(tmp_path / name, safe_serialization=safe)

@@ -84,7 +84,7 @@ def test_no_module_imports_one_that_imports_it_back():
 def test_each_stage_lives_in_the_module_it_names():
     from diffchat.pipeline import COURSE
 
-    assert list(COURSE.stages) == ["data", "base", "pb", "instructpe", "sft", "rewards",
+    assert list(COURSE.stages) == ["data", "base", "pb", "instructpe", "sft", "clip", "rewards",
                                    "ppo", "ppo_no_pi_plus", "ppo_no_pi_minus", "ppo_no_vci", "eval"]
     for stage in COURSE.stages.values():
         body = stage.body()

@@ -23,7 +23,7 @@ from diffchat.profiles import PAPER, TINY_ID
 FIXTURES = Path(__file__).parent / "fixtures" / "paper"
 TRIPLETS = FIXTURES / "instructpix2pix.jsonl"
 PB_PAIRS = FIXTURES / "pb_pairs.jsonl"
-RAN = ("data", "base", "pb", "instructpe", "sft", "rewards")
+RAN = ("data", "base", "pb", "instructpe", "sft", "clip", "rewards")
 TAGS = ", highly detailed, trending on artstation"
 
 STAND_INS = PAPER.with_overrides(

@@ -197,8 +197,11 @@ def empty_hub_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
 
 
-def test_profiles_choose_the_models(empty_hub_cache):
-    assert profile_scorer("clip", "tiny").kind == "clip"
+def test_profiles_choose_the_models(empty_hub_cache, tmp_path):
+    assert profile_scorer("clip", "small").kind == "clip"
+    # The tiny profile's scorers are the CLIP its clip stage trains: none trained yet here.
+    with pytest.raises(FileNotFoundError, match=r"tiny/clip/config.json is missing.*diffchat clip"):
+        profile_scorer("clip", "tiny", root=tmp_path)
     # The paper profile's real weights are not on this machine and the hub is off.
     with pytest.raises(HubUnavailableError, match="PickScore_v1"):
         profile_scorer("pickscore", "paper")

@@ -2,7 +2,9 @@
 
 The paper scores prompts by the images five Stable Diffusion models make from them with
 fixed seeds. ``TIS_MODELS`` holds what diffusers needs to load and run each one; the
-'tiny' entry is the random 32x32 pipeline from ``diffchat.tiny`` that runs offline.
+'tiny' entry is the random 32x32 pipeline from ``diffchat.tiny`` that runs offline, and the
+five 'mini-*' entries are the mini-world renderer's variants (``diffchat.images.render``), the
+tiny profile's stand-ins for the paper's five models (kind 'render', no diffusers).
 
 Seeds: every image gets its own ``torch.Generator`` (on the CPU, so the starting noise is
 the same on every device), so an image depends only on its (prompt, seed) and never on
@@ -23,6 +25,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from diffchat.device import pick_device, pick_dtype
+from diffchat.images.render import RENDERERS, render_batch
 from diffchat.profiles import TINY_ID
 
 log = logging.getLogger(__name__)
@@ -34,11 +37,11 @@ DEFAULT_SCHEDULER = "DPMSolverMultistepScheduler"
 
 @dataclass(frozen=True)
 class TISSpec:
-    """How to load and run one text-to-image model through diffusers."""
+    """How to load and run one text-to-image model: through diffusers, or the mini-world renderer."""
 
     name: str  # short name used in tables
-    repo: str  # hub id; 'tiny' = the local factory pipeline
-    pipeline: str  # diffusers pipeline class
+    repo: str  # hub id; 'tiny' = the local factory pipeline; a renderer's own name
+    pipeline: str  # diffusers pipeline class ('render' for a renderer)
     resolution: int  # native training resolution (square)
     steps: int = 25
     guidance: float = 7.5
@@ -46,6 +49,7 @@ class TISSpec:
     single_file: str | None = None  # checkpoint file in `repo`, loaded with from_single_file
     config_repo: str | None = None  # diffusers layout for a single-file checkpoint
     min_gpu_gib: float = 8.0  # on a smaller GPU, offload idle parts to the CPU
+    kind: str = "diffusers"  # or 'render': a variant of diffchat.images.render
 
 
 TIS_MODELS: dict[str, TISSpec] = {
@@ -70,6 +74,10 @@ TIS_MODELS: dict[str, TISSpec] = {
         # Offline stand-in: random weights, 32x32 (tiny profile's ImageConfig).
         TISSpec(TINY_ID, TINY_ID, "StableDiffusionPipeline", 32, steps=2, guidance=5.0,
                 scheduler=None, min_gpu_gib=0.0),
+        # The mini-world renderer's five variants (the tiny profile's TIS models): 64x64, one
+        # pass, no guidance; steps and guidance are ignored.
+        *(TISSpec(name, name, "render", 64, steps=1, guidance=0.0, scheduler=None,
+                  min_gpu_gib=0.0, kind="render") for name in RENDERERS),
     )
 }
 
@@ -85,12 +93,23 @@ def get_tis_spec(name: str) -> TISSpec:
     raise ValueError(f"unknown text-to-image model {name!r}: choose one of {known}")
 
 
+@dataclass(frozen=True)
+class RendererPipe:
+    """What a renderer TIS model runs: a variant of the mini-world renderer, drawing each
+    prompt with its seed at a square size."""
+
+    variant: str
+
+    def __call__(self, prompts: Sequence[str], seeds: Sequence[int], size: int) -> list[Image.Image]:
+        return [Image.fromarray(a) for a in render_batch(prompts, seeds, self.variant, size)]
+
+
 @dataclass
 class TISModel:
     """A loaded pipeline together with the settings it runs at by default."""
 
     spec: TISSpec
-    pipe: Any  # a diffusers DiffusionPipeline
+    pipe: Any  # a diffusers DiffusionPipeline, or a RendererPipe
 
     @property
     def name(self) -> str:
@@ -140,6 +159,8 @@ def load_tis(name: str, device: str | torch.device | None = None, dtype: str = "
     A hub id without the hub fails fast with ``models.HubUnavailableError``.
     """
     spec = get_tis_spec(name)
+    if spec.kind == "render":
+        return TISModel(spec, RendererPipe(spec.name))
     dev = pick_device(str(device) if device is not None else None)
     torch_dtype = pick_dtype(dev, dtype, diffusion=True)
     pipe = _load_pipeline(spec, torch_dtype)
@@ -167,12 +188,18 @@ def create_images(
     """One image per prompt with the given seed(s) (an int = the same seed for every prompt).
 
     Unset settings come from the model's registry entry (native resolution, steps, guidance).
+    A renderer draws square images in one pass: it ignores steps and guidance.
     """
     prompts = list(prompts)
     seed_list = [seeds] * len(prompts) if isinstance(seeds, int) else list(seeds)
     if len(seed_list) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(seed_list)} seeds")
     spec = model.spec
+    if spec.kind == "render":
+        size = height or width or spec.resolution
+        if (width or size) != size:
+            raise ValueError(f"{spec.name} draws square images: got height {height}, width {width}")
+        return model.pipe(prompts, seed_list, size)
     settings = dict(
         num_inference_steps=steps or spec.steps,
         guidance_scale=spec.guidance if guidance is None else guidance,
