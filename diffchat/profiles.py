@@ -142,10 +142,30 @@ class PPOConfig:
     pi_plus: bool = True  # 3.3: ADM pi+ (typical sampling); off = plain sampling (Fig. 7 ablation)
     pi_minus: bool = True  # 3.3: ADM pi- keyword edits (Table 2a ablation)
     vci: bool = True  # 3.3: VCI in GAE (Table 2b ablation)
-    vci_threshold: bool = False  # ours: raw CI inside V' (ppo/vci.py says why)
-    vci_critic_target: str = "v"  # ours: critic regresses on A' + V ("v") or A' + V' ("v_prime")
+    vci_threshold: bool = False  # ours: raw CI inside V'; True = Listing 1's thresholded CI (ppo/vci.py)
+    # ours: the critic regresses on plain returns A + V ("plain"), on A' + V ("v", where alpha * CI
+    # cancels once the critic fits) or on A' + V' ("v_prime"); ppo/vci.py says why "plain"
+    vci_critic_target: str = "plain"
+    ci_reward: bool = True  # ours: thresholded CI in the reward; off = the ppo_no_ci_reward ablation
     adm_pool_rows: int = 5000  # ours: training rows whose keywords form the pi- replacement pool
     checkpoint_every: int = 10  # ours: iterations between resumable checkpoints
+    # Sampling and optimisation details the paper leaves open.
+    # Rollouts per prompt: an iteration samples rollouts / samples_per_prompt prompts, each that
+    # many times (Table 3's batch counts rollouts); > 1 lets PPO compare samples of one prompt.
+    samples_per_prompt: int = 1
+    # Sampling temperature, applied before typical sampling and to every log-prob PPO computes
+    # (policy, reference: TRL's PPOTrainer does the same); 1 = the paper's eq. 2 / eq. 3.
+    temperature: float = 1.0
+    max_grad_norm: float | None = 1.0  # BeautifulPrompt (trlx): gradient norm clipped at 1.0
+    # ours: before the first update, shift the value head's output bias so that V starts at the
+    # first rollout's mean score (a random head starts near 0 and cliprange_value lets it move
+    # only 0.2 an iteration)
+    value_init: bool = True
+    # ours: whitening divides by max(std, floor), so advantages that hardly differ stay small
+    whiten_std_floor: float = 0.01
+    # TRL's missing_eos_penalty (its PPO examples use 1.0): subtracted from the score of a
+    # response that stops at max_new_tokens without EOS, a prompt cut off mid-way
+    missing_eos_penalty: float = 1.0
 
 
 @dataclass(frozen=True)
