@@ -37,7 +37,8 @@ def _cmd_run(args: argparse.Namespace) -> None:
     stage = args.stage
     profile = get_profile(args.profile)
     if stage == "ppo":
-        stage = pipeline.variant_name(not args.no_pi_plus, not args.no_pi_minus, not args.no_vci)
+        stage = pipeline.variant_name(not args.no_pi_plus, not args.no_pi_minus, not args.no_vci,
+                                      not args.no_ci_reward)
     methods, tis = getattr(args, "methods", None), getattr(args, "tis", None)
     if methods or tis:  # `diffchat eval --methods ... --tis ...`: a subset of the profile's
         from diffchat.evaluation import check_request
@@ -237,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "ppo":
             for switch, what in (("pi-plus", "ADM pi+ (typical sampling)"),
                                  ("pi-minus", "ADM pi- (keyword removal / replacement)"),
-                                 ("vci", "VCI (CI in the value estimate)")):
+                                 ("vci", "VCI (CI in the value estimate)"),
+                                 ("ci-reward", "the CI term of the reward (ours, not the paper's)")):
                 p.add_argument(f"--no-{switch}", action="store_true",
                                help=f"ablation: train without {what}, in its own run folder")
         if name == "eval":

@@ -278,9 +278,18 @@ PAPER_RM = TrainConfig(
     unfreeze_layers=None,  # Table 3 RMs: Unfreezing Layers = All
     weight_decay=1e-3,  # Table 3 RMs: Weight Decay
 )
+# Table 3's RL column read explicitly (DESIGN.md 9). "Batch Size 128" = rollouts per PPO iteration
+# (PPOConfig.rollouts, one sample per prompt); "Epoch 5" = PPO epochs over each rollout batch; the
+# optimiser steps on mini-batches of 32 (PPOConfig.mini_batch_size: the paper is silent). So one
+# iteration = 128 prompts sampled once, 5 x 128 / 32 = 20 optimiser steps; 100 iterations = 12,800
+# prompts seen (5.5% of InstructPE's 234,786 training rows, drawn anew each iteration) and 2,000
+# optimiser steps, BeautifulPrompt's total_steps (its trlx config: ppo_epochs 4, num_rollouts 64,
+# gradient clipping 1.0). Read as trlx reads its own config (train.batch_size = the mini-batch of
+# one step, train.epochs = passes over the prompts), the same numbers would mean 5 x 234,786 =
+# 1.17M prompts seen, ~90x more, and ~9,200 optimiser steps a pass at 128 rollouts a step.
 PAPER_RL = TrainConfig(
-    epochs=5,  # Table 3 RL: Epoch
-    batch_size=128,  # Table 3 RL: Batch Size
+    epochs=5,  # Table 3 RL: Epoch (PPO epochs per rollout batch; see above)
+    batch_size=128,  # Table 3 RL: Batch Size (not read by PPO: PPOConfig.rollouts is the same 128)
     max_length=384,  # Table 3 RL: Maximum Length
     lr=5e-6,  # Table 3 RL: Learning Rate
     unfreeze_layers=8,  # Table 3 RL: Unfreezing Layers = Last 8 layers
@@ -324,6 +333,9 @@ PAPER = Profile(
     pb=PAPER_SFT_ACCUMULATED,  # paper silent on PB training; reuse the SFT column
     rm=PAPER_RM,
     rl=PAPER_RL,
+    # 100 iterations x 128 rollouts x 5 epochs / mini-batch 32 = 2,000 optimiser steps, 12,800
+    # prompts (Table 3 read above PAPER_RL). Sampled as the paper says: one sample per prompt,
+    # temperature 1, typical p 0.97.
     ppo=PPOConfig(),
     images=ImageConfig(height=512, width=512, steps=25, guidance=7.5, seeds=(0, 1, 2, 3)),
 )

@@ -614,3 +614,17 @@ def test_missing_eos_is_penalised(word_model, tmp_path):
 def test_samples_per_prompt_must_divide_rollouts(word_model, tmp_path):
     with pytest.raises(ValueError, match="multiple of samples_per_prompt"):
         _train_words(word_model, tmp_path, dataclasses.replace(WORD_PPO, rollouts=30), name="bad")
+
+
+def test_the_reward_without_ci_drops_only_the_ci_term(models):
+    """ci_reward=False (the ppo_no_ci_reward stage): the score loses the thresholded CI, nothing else."""
+    from diffchat.ppo.rewards import SequenceReward
+    from diffchat.reward_models import TextRewardModel
+
+    _, aes, pick, rows = models
+    rms = TextRewardModel.from_pretrained(aes), TextRewardModel.from_pretrained(pick)
+    texts = [r["beautified_target_prompt"] for r in rows[:6]]  # y_o itself: every keyword kept
+    with_ci = SequenceReward(*rms, PPOConfig())(rows[:6], texts)[1]
+    without = SequenceReward(*rms, PPOConfig(ci_reward=False))(rows[:6], texts)[1]
+    assert with_ci["ci"] == without["ci"] == [1.0] * 6
+    assert [a - b for a, b in zip(with_ci["score"], without["score"])] == pytest.approx([1.0] * 6)
