@@ -9,7 +9,8 @@ reference log-probs and values, advantages) plus the PPO update epochs. Both sid
 * the same 32 template-T queries T(x, i) from mini-world triplets, every iteration
   (32 rows, rollout batch 32), sampled at temperature 1 (top-k 0, top-p 1),
   48 new tokens at most, stopping at EOS;
-* one mini-batch of 32 per epoch, 2 PPO epochs, lr 3e-4, KL coefficient 0.05;
+* one mini-batch of 32 per epoch, 2 PPO epochs, lr 3e-4, KL coefficient 0.05 (ours: one sample
+  per prompt at temperature 1, whatever the tiny profile samples);
 * reward models: random-init tiny-profile BLOOM sequence-classification models on the
   policy's tokenizer (the same two folders on both sides).
 
@@ -61,6 +62,7 @@ Run (one CPU thread, about 1.5 minutes after the one-off install):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -160,11 +162,13 @@ def time_ours(spec: dict, out_dir: Path, pi_plus: bool, pi_minus: bool, vci: boo
     from diffchat.ppo import train_ppo
     from diffchat.profiles import PPOConfig, get_profile
 
-    rl = get_profile("tiny").rl
-    assert rl.epochs == EPOCHS and rl.lr == LR
+    rl = dataclasses.replace(get_profile("tiny").rl, lr=LR)
+    assert rl.epochs == EPOCHS
+    # One sample per prompt at temperature 1, as TRL's side samples; gradient clipping, the value
+    # head's start at the mean score and the missing-EOS penalty stay on (they cost next to nothing).
     ppo = PPOConfig(rollouts=BATCH, mini_batch_size=BATCH, max_new_tokens=RESPONSE_LENGTH,
                     iterations=WARMUP + TIMED, init_kl_coef=KL_COEF, checkpoint_every=1000,
-                    pi_plus=pi_plus, pi_minus=pi_minus, vci=vci)
+                    pi_plus=pi_plus, pi_minus=pi_minus, vci=vci, samples_per_prompt=1, temperature=1.0)
     entries: list[dict] = []
     train_ppo(spec["sft"], spec["aesthetic"], spec["pickscore"], spec["rows"], out_dir, rl, ppo,
               seed=SEED, log=entries.append)

@@ -64,7 +64,7 @@ if __name__ == "__main__":
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rl", type=json.loads, default={}, help="JSON overrides of the profile's rl section")
     parser.add_argument("--ppo", type=json.loads, default={}, help="JSON overrides of the profile's ppo section")
-    parser.add_argument("--variant", default="ppo", help="ppo, ppo_no_pi_plus, ppo_no_pi_minus or ppo_no_vci")
+    parser.add_argument("--variant", default="ppo", help="ppo, ppo_no_pi_plus, ppo_no_pi_minus, ppo_no_vci or ppo_no_ci_reward")
     parser.add_argument("--out", type=Path, default=None, help="scratch folder (default: a temporary one)")
     args = parser.parse_args()
     if args.out:

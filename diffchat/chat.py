@@ -28,12 +28,13 @@ from PIL import Image
 from diffchat.generation import check_text
 from diffchat.images import TISModel, create_images, load_tis
 from diffchat.instructpe import is_nsfw
+from diffchat.pipeline import VARIANTS
 from diffchat.profiles import Profile, get_profile
 from diffchat.runner import MANIFEST, stage_dir
 
 # Stages that hold a full DiffChat model, best first: PPO (section 3.3), then SFT (3.2).
 MODEL_STAGES = ("ppo", "sft")
-ABLATION_STAGES = ("ppo_no_pi_plus", "ppo_no_pi_minus", "ppo_no_vci")
+ABLATION_STAGES = tuple(name for name in VARIANTS if name != "ppo")
 SESSION_FILE = "session.json"
 MAX_SEED = 2**64 - 1  # the largest seed torch.Generator.manual_seed takes
 

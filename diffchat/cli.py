@@ -37,7 +37,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
     stage = args.stage
     profile = get_profile(args.profile)
     if stage == "ppo":  # `diffchat run ppo` has no ablation switches: the full PPO run
-        switches = ("pi_plus", "pi_minus", "vci")
+        switches = ("pi_plus", "pi_minus", "vci", "ci_reward")
         stage = pipeline.variant_name(**{s: not getattr(args, f"no_{s}", False) for s in switches})
     methods, tis = getattr(args, "methods", None), getattr(args, "tis", None)
     if methods or tis:  # `diffchat eval --methods ... --tis ...`: a subset of the profile's
@@ -253,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "ppo":
             for switch, what in (("pi-plus", "ADM pi+ (typical sampling)"),
                                  ("pi-minus", "ADM pi- (keyword removal / replacement)"),
-                                 ("vci", "VCI (CI in the value estimate)")):
+                                 ("vci", "VCI (CI in the value estimate)"),
+                                 ("ci-reward", "the CI term of the reward (ours, not the paper's)")):
                 p.add_argument(f"--no-{switch}", action="store_true",
                                help=f"ablation: train without {what}, in its own run folder")
         if name == "eval":

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from diffchat.pipeline import VARIANTS
 from diffchat.profiles import Profile, get_profile
 from diffchat.runner import runs_root
 
@@ -171,7 +172,7 @@ def course_summary(profile: str, root: str | os.PathLike) -> str:
     if rm := done.get("rewards"):
         lines.append("  reward models (04): Spearman " + ", ".join(
             f"{name} {r['spearman']:.2f}" for name, r in rm.items() if isinstance(r, dict) and "spearman" in r))
-    for name in ("ppo", "ppo_no_pi_plus", "ppo_no_pi_minus", "ppo_no_vci"):
+    for name in VARIANTS:
         ppo = done.get(name) or {}
         held, seen = ppo.get("held_out"), (ppo.get("test_seen") or {})
         if held:

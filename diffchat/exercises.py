@@ -90,6 +90,30 @@ def check_kl_penalty(fn: Callable, kl_coef: float = 0.05) -> Verdict:
     return Verdict(True, "per-token KL-penalised rewards match, score on the last real token")
 
 
+def check_clipped_loss(fn: Callable, cliprange: float = 0.2) -> Verdict:
+    """Exercise 05.4: ``fn(logprobs, old_logprobs, advantages, mask, cliprange) -> loss``, PPO's
+    clipped surrogate (a scalar), compared with ``diffchat.ppo.policy_loss`` on padded batches whose
+    ratios spread over 0.5 - 1.5 and whose advantages take both signs."""
+    from diffchat.ppo import policy_loss
+
+    for n, (advantages, old_logprobs, mask) in enumerate(_episodes(seed=2)):
+        gen = torch.Generator().manual_seed(n)
+        ratio = 0.5 + torch.rand(mask.shape, generator=gen)
+        logprobs = old_logprobs + ratio.log()
+        want = policy_loss(logprobs, old_logprobs, advantages, mask, cliprange)[0]
+        try:
+            got = fn(logprobs.clone(), old_logprobs.clone(), advantages.clone(), mask.clone(), cliprange)
+        except Exception as err:
+            return Verdict(False, f"case {n}: your function raised {type(err).__name__}: {err}")
+        got = torch.as_tensor(got, dtype=want.dtype)
+        if got.shape != want.shape:
+            return Verdict(False, f"case {n}: the loss has shape {tuple(got.shape)}, expected a scalar")
+        if abs(float(got) - float(want)) > 1e-5:
+            return Verdict(False, f"case {n} (lengths {mask.sum(1).int().tolist()}): loss {float(got):.5f}, "
+                                  f"expected {float(want):.5f}")
+    return Verdict(True, "the clipped loss matches at every ratio and sign, padding excluded")
+
+
 def _first_difference(cases: list, got: list, want: list) -> Verdict | None:
     for case, g, w in zip(cases, got, want):
         if isinstance(w, float) and isinstance(g, (int, float)) and abs(g - w) <= 1e-6:

@@ -1,7 +1,8 @@
 """The course's stages in order, each naming the module that holds its body.
 
 Read this list against the notebooks: 01 builds ``data``; 02 ``base``, ``pb`` and
-``instructpe``; 03 ``sft``; 04 ``clip`` and ``rewards``; 05 ``ppo`` and its three ablations; 06 ``eval``. A stage's body is imported only when it runs.
+``instructpe``; 03 ``sft``; 04 ``clip`` and ``rewards``; 05 ``ppo``, its three ablations and ``ppo_no_ci_reward``
+(ours: the reward without CI); 06 ``eval``. A stage's body is imported only when it runs.
 ``run``, ``ensure``, ``is_done``, ``problem``, ``status`` and ``read_manifest`` act on this pipeline.
 """
 
@@ -64,22 +65,27 @@ def eval_config(p: Profile) -> dict:
                         "pickscore_processor": m.pickscore_processor, "hps": m.hps, "clip": m.clip}}
 
 
-# Stage name -> PPOConfig switches; one thing off at a time, as in the paper's ablations.
+# Stage name -> PPOConfig switches; one thing off at a time, as in the paper's ablations
+# (PAPER_ABLATIONS: Fig. 7, Table 2) and ours: the reward without its CI term.
 VARIANTS: dict[str, dict[str, bool]] = {
     "ppo": {},
     "ppo_no_pi_plus": {"pi_plus": False},
     "ppo_no_pi_minus": {"pi_minus": False},
     "ppo_no_vci": {"vci": False},
+    "ppo_no_ci_reward": {"ci_reward": False},
 }
+PAPER_ABLATIONS = ("ppo", "ppo_no_pi_plus", "ppo_no_pi_minus", "ppo_no_vci")
 
 
-def variant_name(pi_plus: bool = True, pi_minus: bool = True, vci: bool = True) -> str:
-    """The stage that trains with these switches (the CLI's --no-pi-plus / --no-pi-minus / --no-vci)."""
-    off = {k: False for k, on in (("pi_plus", pi_plus), ("pi_minus", pi_minus), ("vci", vci)) if not on}
+def variant_name(pi_plus: bool = True, pi_minus: bool = True, vci: bool = True, ci_reward: bool = True) -> str:
+    """The stage that trains with these switches (the CLI's --no-pi-plus / --no-pi-minus / --no-vci /
+    --no-ci-reward)."""
+    off = {k: False for k, on in (("pi_plus", pi_plus), ("pi_minus", pi_minus), ("vci", vci),
+                                  ("ci_reward", ci_reward)) if not on}
     for name, switches in VARIANTS.items():
         if switches == off:
             return name
-    raise ValueError("switch off one of pi+, pi- and VCI at a time (the paper's ablations), not "
+    raise ValueError("switch off one of pi+, pi-, VCI and the CI reward at a time (the ablations), not "
                      + " and ".join(off))
 
 
@@ -126,10 +132,11 @@ COURSE = Pipeline([
     *(Stage(name, "diffchat.ppo.stage:ppo_stage", inputs=("sft", "rewards", "instructpe"),
             outputs=("config.json", "ppo_log.json", "ppo_eval.json"), config=ppo_config(name),
             description=("PPO with ADM (pi+, pi-) and VCI (3.3)" if name == "ppo" else
-                         f"PPO ablation: {name.removeprefix('ppo_').replace('_', ' ')} (Fig. 7, Table 2)"))
+                         f"PPO ablation: {name.removeprefix('ppo_').replace('_', ' ')} "
+                         + ("(Fig. 7, Table 2)" if name in PAPER_ABLATIONS else "(ours)")))
       for name in VARIANTS),
-    # The PPO runs are optional: evaluation takes whichever have finished (the rest are left
-    # out with a note) and reruns when another one finishes.
+    # The PPO runs are optional: evaluation takes whichever have finished (the rest are
+    # left out with a note) and reruns when another one finishes.
     Stage("eval", "diffchat.evaluation:eval_stage", inputs=("instructpe", "sft", "clip"),
           optional=tuple(VARIANTS),
           outputs=("records.jsonl", "table1.md", "table1.csv", "eval_summary.json"),

@@ -154,10 +154,30 @@ class PPOConfig:
     pi_plus: bool = True  # 3.3: ADM pi+ (typical sampling); off = plain sampling (Fig. 7 ablation)
     pi_minus: bool = True  # 3.3: ADM pi- keyword edits (Table 2a ablation)
     vci: bool = True  # 3.3: VCI in GAE (Table 2b ablation)
-    vci_threshold: bool = False  # ours: raw CI inside V' (ppo/vci.py says why)
-    vci_critic_target: str = "v"  # ours: critic regresses on A' + V ("v") or A' + V' ("v_prime")
+    vci_threshold: bool = False  # ours: raw CI inside V'; True = Listing 1's thresholded CI (ppo/vci.py)
+    # ours: the critic regresses on plain returns A + V ("plain"), on A' + V ("v", where alpha * CI
+    # cancels once the critic fits) or on A' + V' ("v_prime"); ppo/vci.py says why "plain"
+    vci_critic_target: str = "plain"
+    ci_reward: bool = True  # ours: thresholded CI in the reward; off = the ppo_no_ci_reward ablation
     adm_pool_rows: int = 5000  # ours: training rows whose keywords form the pi- replacement pool
     checkpoint_every: int = 10  # ours: iterations between resumable checkpoints
+    # Sampling and optimisation details the paper leaves open.
+    # Rollouts per prompt: an iteration samples rollouts / samples_per_prompt prompts, each that
+    # many times (Table 3's batch counts rollouts); > 1 lets PPO compare samples of one prompt.
+    samples_per_prompt: int = 1
+    # Sampling temperature, applied before typical sampling and to every log-prob PPO computes
+    # (policy, reference: TRL's PPOTrainer does the same); 1 = the paper's eq. 2 / eq. 3.
+    temperature: float = 1.0
+    max_grad_norm: float | None = 1.0  # BeautifulPrompt (trlx): gradient norm clipped at 1.0
+    # ours: before the first update, shift the value head's output bias so that V starts at the
+    # first rollout's mean score (a random head starts near 0 and cliprange_value lets it move
+    # only 0.2 an iteration)
+    value_init: bool = True
+    # ours: whitening divides by max(std, floor), so advantages that hardly differ stay small
+    whiten_std_floor: float = 0.01
+    # TRL's missing_eos_penalty (its PPO examples use 1.0): subtracted from the score of a
+    # response that stops at max_new_tokens without EOS, a prompt cut off mid-way
+    missing_eos_penalty: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -295,9 +315,18 @@ PAPER_RM = TrainConfig(
     unfreeze_layers=None,  # Table 3 RMs: Unfreezing Layers = All
     weight_decay=1e-3,  # Table 3 RMs: Weight Decay
 )
+# Table 3's RL column read explicitly (DESIGN.md 9). "Batch Size 128" = rollouts per PPO iteration
+# (PPOConfig.rollouts, one sample per prompt); "Epoch 5" = PPO epochs over each rollout batch; the
+# optimiser steps on mini-batches of 32 (PPOConfig.mini_batch_size: the paper is silent). So one
+# iteration = 128 prompts sampled once, 5 x 128 / 32 = 20 optimiser steps; 100 iterations = 12,800
+# prompts seen (5.5% of InstructPE's 234,786 training rows, drawn anew each iteration) and 2,000
+# optimiser steps, BeautifulPrompt's total_steps (its trlx config: ppo_epochs 4, num_rollouts 64,
+# gradient clipping 1.0). Read as trlx reads its own config (train.batch_size = the mini-batch of
+# one step, train.epochs = passes over the prompts), the same numbers would mean 5 x 234,786 =
+# 1.17M prompts seen, ~90x more, and ~9,200 optimiser steps a pass at 128 rollouts a step.
 PAPER_RL = TrainConfig(
-    epochs=5,  # Table 3 RL: Epoch
-    batch_size=128,  # Table 3 RL: Batch Size
+    epochs=5,  # Table 3 RL: Epoch (PPO epochs per rollout batch; see above)
+    batch_size=128,  # Table 3 RL: Batch Size (not read by PPO: PPOConfig.rollouts is the same 128)
     max_length=384,  # Table 3 RL: Maximum Length
     lr=5e-6,  # Table 3 RL: Learning Rate
     unfreeze_layers=8,  # Table 3 RL: Unfreezing Layers = Last 8 layers
@@ -344,6 +373,9 @@ PAPER = Profile(
     pb=PAPER_SFT_ACCUMULATED,  # paper silent on PB training; reuse the SFT column
     rm=PAPER_RM,
     rl=PAPER_RL,
+    # 100 iterations x 128 rollouts x 5 epochs / mini-batch 32 = 2,000 optimiser steps, 12,800
+    # prompts (Table 3 read above PAPER_RL). Sampled as the paper says: one sample per prompt,
+    # temperature 1, typical p 0.97.
     ppo=PPOConfig(),
     images=ImageConfig(height=512, width=512, steps=25, guidance=7.5, seeds=(0, 1, 2, 3)),
 )

@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import torch
 
 from diffchat import exercises
 
@@ -87,6 +88,13 @@ def loop_of_one_word_only(text):
     return any(a == b for a, b in zip(w, w[1:]))
 
 
+def clipped_loss_with_min(logprobs, old_logprobs, advantages, mask, cliprange):
+    """Wrong: min of the two losses (the surrogate's max of objectives, negated without flipping)."""
+    ratio = torch.exp(logprobs - old_logprobs)
+    per_token = torch.min(-advantages * ratio, -advantages * ratio.clamp(1 - cliprange, 1 + cliprange))
+    return (per_token * mask).sum() / mask.sum()
+
+
 CASES = [
     ("00_quickstart", "tokens_per_step", exercises.check_tokens_per_step, tokens_per_step_without_accumulation),
     ("01_dataset_collection", "unseen_subjects", exercises.check_unseen_subjects,
@@ -96,6 +104,7 @@ CASES = [
     ("04_reward_models", "dclip", exercises.check_dclip, dclip_without_normalising),
     ("05_ppo_adm_vci", "gae", exercises.check_gae, gae_without_padding_mask),
     ("05_ppo_adm_vci", "kl_rewards", exercises.check_kl_penalty, kl_rewards_score_at_the_end),
+    ("05_ppo_adm_vci", "clipped_loss", exercises.check_clipped_loss, clipped_loss_with_min),
     ("06_evaluation", "avg_rank", exercises.check_average_ranks, ranks_with_ties_averaged),
     ("06_evaluation", "rates", exercises.check_win_rates, rates_by_side),
     ("07_chat_demo", "has_loop", exercises.check_has_loop, loop_of_one_word_only),

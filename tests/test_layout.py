@@ -85,7 +85,8 @@ def test_each_stage_lives_in_the_module_it_names():
     from diffchat.pipeline import COURSE
 
     assert list(COURSE.stages) == ["data", "base", "pb", "instructpe", "sft", "clip", "rewards",
-                                   "ppo", "ppo_no_pi_plus", "ppo_no_pi_minus", "ppo_no_vci", "eval"]
+                                   "ppo", "ppo_no_pi_plus", "ppo_no_pi_minus", "ppo_no_vci", "ppo_no_ci_reward",
+                                   "eval"]
     for stage in COURSE.stages.values():
         body = stage.body()
         assert body.__module__ == stage.module

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -21,6 +23,7 @@ from diffchat.ppo import (
     compute_gae,
     kl_penalised_rewards,
     masked_mean,
+    masked_whiten,
     policy_loss,
     train_ppo,
     value_loss,
@@ -121,6 +124,66 @@ def test_vci_with_alpha_zero_is_an_exact_no_op():
     # With alpha > 0 the advantages move, and the "v" critic target is A' + V.
     adv, ret = vci_gae(rewards, values, mask, ci, 0.05, 0.99, 0.95, "v")
     assert not torch.equal(adv, plain[0]) and torch.equal(ret, adv + values)
+
+
+def test_policy_loss_clips_by_hand_at_ratios_half_and_one_and_a_half():
+    """Ratios 1.5 and 0.5 with advantages +2 and -1 (clip range 0.2): each of the four cases of
+    max(-A * r, -A * clip(r)), a padded column that must not count, and which entries pass a gradient."""
+    old = torch.tensor([[-1.0, -2.0, -3.0], [-1.5, -0.5, -7.0]])
+    ratio = torch.tensor([[1.5, 1.5, 9.0], [0.5, 0.5, 9.0]])  # 9.0: padding
+    logprobs = (old + ratio.log()).requires_grad_(True)
+    adv = torch.tensor([[2.0, -1.0, 5.0], [2.0, -1.0, 5.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    loss, clip_frac, approx_kl = policy_loss(logprobs, old, adv, mask, cliprange=0.2)
+    # r=1.5, A=+2: max(-3.0, -2.4) = -2.4 (clipped)   r=1.5, A=-1: max(1.5, 1.2) = 1.5
+    # r=0.5, A=+2: max(-1.0, -1.6) = -1.0            r=0.5, A=-1: max(0.5, 0.8) = 0.8 (clipped)
+    assert loss.item() == pytest.approx((-2.4 + 1.5 - 1.0 + 0.8) / 4)
+    assert clip_frac.item() == pytest.approx(0.5)
+    kl_15, kl_05 = 0.5 - torch.tensor(1.5).log().item(), -0.5 - torch.tensor(0.5).log().item()
+    assert approx_kl.item() == pytest.approx((kl_15 + kl_05) / 2)
+    loss.backward()  # d/dlogp of -A * r is -A * r / 4; clipped entries and padding pass none
+    assert torch.allclose(logprobs.grad, torch.tensor([[0.0, 1.5 / 4, 0.0], [-1.0 / 4, 0.0, 0.0]]))
+
+
+def test_value_loss_clips_by_hand():
+    """V moved from V_old = 0 by +1 and -0.5 (clip range 0.2), returns on either side: the loss
+    is the larger of the clipped and unclipped squared errors, times 0.5 * vf_coef."""
+    old = torch.zeros(1, 5)
+    values = torch.tensor([[1.0, 1.0, -0.5, -0.5, 3.0]])  # last column: padding
+    returns = torch.tensor([[1.0, 0.0, 0.5, -0.5, -9.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0]])
+    loss, clip_frac = value_loss(values, old, returns, mask, cliprange_value=0.2, vf_coef=0.5)
+    # (V - R)^2 vs (V_clip - R)^2: max(0, 0.64) max(1, 0.04) max(1, 0.49) max(0, 0.09)
+    assert loss.item() == pytest.approx(0.5 * 0.5 * (0.64 + 1.0 + 1.0 + 0.09) / 4)
+    assert clip_frac.item() == pytest.approx(0.5)
+
+
+def test_masked_whiten_ignores_padding_and_floors_the_std():
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0], [5.0, 7.0, -50.0, 8.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    real = torch.tensor([1.0, 2.0, 3.0, 5.0, 7.0])
+    mean, std = real.mean(), real.var(unbiased=False).sqrt()  # 3.6 and sqrt(4.64)
+    white = masked_whiten(x, mask)
+    assert torch.allclose(white[mask.bool()], (real - mean) / std, atol=1e-6)
+    assert torch.equal(white[~mask.bool()], torch.zeros(3))
+    # Advantages that hardly differ stay small: std 0.0215 under the floor 0.1 divides by 0.1.
+    small = masked_whiten(x * 0.01, mask, std_floor=0.1)
+    assert torch.allclose(small[mask.bool()], (real - mean) * 0.01 / 0.1, atol=1e-6)
+
+
+def test_vci_advantages_and_critic_targets_by_hand():
+    """One row of two tokens, gamma = lam = 0.5, alpha = 1, CI(s_0) = 0, CI(s_1) = 0.5."""
+    rewards, values = torch.tensor([[0.0, 1.0]]), torch.tensor([[0.2, 0.4]])
+    mask, ci = torch.ones(1, 2), torch.tensor([[0.0, 0.5]])
+    # V' = V + CI = [0.2, 0.9]. delta'_1 = 1 - 0.9 = 0.1; delta'_0 = 0.5 * 0.9 - 0.2 = 0.25;
+    # A'_0 = 0.25 + 0.25 * 0.1 = 0.275. Plain GAE: A = [0.15, 0.6], returns A + V = [0.35, 1.0].
+    targets = {"plain": [0.35, 1.0], "v": [0.475, 0.5], "v_prime": [0.475, 1.0]}
+    for target, want in targets.items():
+        adv, ret = vci_gae(rewards, values, mask, ci, 1.0, 0.5, 0.5, target)
+        assert torch.allclose(adv, torch.tensor([[0.275, 0.1]])), target
+        assert torch.allclose(ret, torch.tensor([want])), target
+    with pytest.raises(ValueError, match="vci_critic_target"):
+        vci_gae(rewards, values, mask, ci, 1.0, 0.5, 0.5, "returns")
 
 
 def test_state_ci_scores_the_tokens_before_each_action():
@@ -425,3 +488,154 @@ def test_training_headroom_scores_the_sft_models_own_rewrites(models):
     assert report["rows"] == 12
     assert report["ci_raw"] == round(sum(ci) / 12, 4)
     assert report["ci_lost_share"] == round(sum(c < cfg.ci_threshold for c in ci) / 12, 4) > 0.5
+
+
+# ---- PPO learns: a synthetic reward on a word-level tiny BLOOM ---------------------------------
+
+WORDS = ("a", "red", "blue", "green", "cat", "dog", "horse", "bird", "in", "on", "the", "field", "beach",
+         "snow", "night", "painting")
+
+
+@pytest.fixture(scope="module")
+def word_model(tmp_path_factory):
+    """A random-init BLOOM over 16 words + 4 specials, untied head: every word starts near 1/20,
+    so a reward on words is felt in the first rollout."""
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers import models as tokenizer_models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: n for n, w in enumerate(("<unk>", "<s>", "</s>", "<pad>") + WORDS)}
+    backend = Tokenizer(tokenizer_models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>",
+                                        eos_token="</s>", pad_token="<pad>")
+    torch.manual_seed(0)
+    config = BloomConfig(vocab_size=len(vocab), hidden_size=32, n_layer=2, n_head=4, tie_word_embeddings=False,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    folder = tmp_path_factory.mktemp("word_model")
+    BloomForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    rows = [{"beautified_source_prompt": f"a {c} {a} in a {p}", "instruction": "put it in the snow",
+             "beautified_target_prompt": f"a {c} {a} in the snow"}
+            for c in ("red", "blue", "green") for a in ("cat", "dog", "horse", "bird") for p in ("field", "beach")]
+    return folder, rows
+
+
+def blue_over_red(sign: float = 1.0):
+    """Synthetic reward: sign * (share of "blue" - share of "red") among the response's words.
+    Logged as "preference" (unsigned) beside the "reward" PPO maximises."""
+    def reward(rows, texts):
+        words = [t.split() for t in texts]
+        preference = [(w.count("blue") - w.count("red")) / max(len(w), 1) for w in words]
+        return torch.tensor([sign * p for p in preference]), {"reward": [sign * p for p in preference],
+                                                              "preference": preference}
+    return reward
+
+
+WORD_RL = TrainConfig(epochs=2, batch_size=8, max_length=64, lr=1e-2, unfreeze_layers=None, weight_decay=0.0)
+# 8 prompts x 4 samples, 8 updates an iteration. The adaptive controller's target KL is tiny and its
+# horizon short, so beta visibly grows once the policy moves (a check on what the controller is fed).
+WORD_PPO = PPOConfig(rollouts=32, samples_per_prompt=4, iterations=8, max_new_tokens=8, mini_batch_size=8,
+                     pi_plus=False, pi_minus=False, vci=False, missing_eos_penalty=0.0, checkpoint_every=1000,
+                     target_kl=0.001, kl_horizon=160)
+
+
+# The learning tests' seed: 0 in CI; their bars were checked with seeds 0-2 on 1 and 2 threads
+# (DIFFCHAT_PPO_TEST_SEED=1 OMP_NUM_THREADS=2 pytest tests/test_ppo.py -k "learns or holds").
+SEED = int(os.environ.get("DIFFCHAT_PPO_TEST_SEED", "0"))
+
+
+def _train_words(word_model, tmp_path, ppo=WORD_PPO, sign=1.0, name="out"):
+    folder, rows = word_model
+    return train_ppo(folder, None, None, rows, tmp_path / name, WORD_RL, ppo, seed=SEED,
+                     reward=blue_over_red(sign))["iterations"]
+
+
+def _preference(entries):
+    return float(np.mean([e["preference"] for e in entries]))
+
+
+def test_ppo_learns_a_synthetic_reward_and_its_negation(word_model, tmp_path):
+    """The preference starts near 0 (random words) and, in 8 iterations, PPO moves it well up when
+    rewarded and well down when the reward is negated: the last two iterations' mean moved by +0.48
+    to +0.78 and by -0.48 to -0.65 from the first (seeds 0-2, 1 and 2 threads; bar 0.3). The KL
+    coefficient grows once the policy drifts past the tiny target KL."""
+    up = _train_words(word_model, tmp_path, sign=1.0, name="up")
+    down = _train_words(word_model, tmp_path, sign=-1.0, name="down")
+    print(f"seed {SEED}: preference up {up[0]['preference']:+.3f} -> {_preference(up[-2:]):+.3f}, "
+          f"down {down[0]['preference']:+.3f} -> {_preference(down[-2:]):+.3f}; KL {up[-1]['kl']:.2f}, "
+          f"beta {up[-1]['kl_coef']:.4f}")
+    for log in (up, down):
+        assert abs(log[0]["preference"]) < 0.15
+    assert _preference(up[-2:]) > up[0]["preference"] + 0.3
+    assert _preference(down[-2:]) < down[0]["preference"] - 0.3
+    assert up[-1]["kl"] > 0.5 and up[-1]["kl_coef"] > WORD_PPO.init_kl_coef
+
+
+def test_kl_penalty_holds_the_policy_near_the_reference(word_model, tmp_path):
+    """The same run with a large fixed beta ends much closer to the reference than with beta = 0
+    (seeds 0-2: final KL -0.03 to 0.32 against 4.4 to 7.5)."""
+    free = _train_words(word_model, tmp_path, dataclasses.replace(WORD_PPO, adaptive_kl=False, init_kl_coef=0.0),
+                        name="free")
+    held = _train_words(word_model, tmp_path, dataclasses.replace(WORD_PPO, adaptive_kl=False, init_kl_coef=1.0),
+                        name="held")
+    print(f"seed {SEED}: final KL with beta 0 {free[-1]['kl']:.3f}, with beta 1 {held[-1]['kl']:.3f}")
+    assert held[-1]["kl"] < 0.5 * free[-1]["kl"] and free[-1]["kl"] > 1.0
+
+
+def test_typical_sampling_reaches_generation(word_model, tmp_path):
+    """With a typical mass so small that one token is kept, the 4 samples of a prompt are the same
+    response; with pi+ off they differ."""
+    one = dataclasses.replace(WORD_PPO, iterations=1, pi_plus=True, typical_p=1e-6)
+    kept = _train_words(word_model, tmp_path, one, name="typical")
+    plain = _train_words(word_model, tmp_path, dataclasses.replace(one, pi_plus=False), name="plain")
+    assert kept[0]["reward_std_within"] == 0.0 and plain[0]["reward_std_within"] > 0.05
+
+
+def test_pi_minus_edits_happen_when_on(word_model, tmp_path):
+    """Responses of random words hold keywords of y_o (cat, snow, ...): with pi- on at probability 1
+    most rows are edited, and their reward is logged apart from the clean rows'."""
+    ppo = dataclasses.replace(WORD_PPO, iterations=1, pi_minus=True, adm_negative_prob=1.0, adm_pool_rows=24)
+    log = _train_words(word_model, tmp_path, ppo, name="pi_minus")
+    assert log[0]["pi_minus_edits"] >= 16 and log[0]["reward_pi_minus"] is not None
+    off = _train_words(word_model, tmp_path, dataclasses.replace(ppo, pi_minus=False), name="pi_minus_off")
+    assert off[0]["pi_minus_edits"] == 0 and off[0]["reward_pi_minus"] is None
+    assert off[0]["reward_clean"] == pytest.approx(off[0]["reward"])
+
+
+def test_the_value_loss_trains_the_value_head(word_model, tmp_path):
+    """After one iteration the value head's first layer has moved, unless the value loss is scaled
+    to 0 (the policy loss never reaches the value head)."""
+    heads = {}
+    for vf_coef in (0.0, 0.5):
+        _train_words(word_model, tmp_path, dataclasses.replace(WORD_PPO, iterations=1, vf_coef=vf_coef),
+                     name=f"vf{vf_coef}")
+        heads[vf_coef] = load_file(tmp_path / f"vf{vf_coef}" / VALUE_HEAD_FILE)["0.weight"]
+    assert (heads[0.5] - heads[0.0]).abs().max() > 1e-3
+
+
+def test_missing_eos_is_penalised(word_model, tmp_path):
+    """max_new_tokens = 1: nearly every response is cut off without EOS, and pays the penalty."""
+    ppo = dataclasses.replace(WORD_PPO, iterations=1, max_new_tokens=1, missing_eos_penalty=1.0)
+    log = _train_words(word_model, tmp_path, ppo, name="eos")
+    assert log[0]["missing_eos"] > 0.5
+    assert log[0]["advantage_std"] > 0 and {"value_clip_frac", "grad_norm", "reward_std_across"} <= log[0].keys()
+
+
+def test_samples_per_prompt_must_divide_rollouts(word_model, tmp_path):
+    with pytest.raises(ValueError, match="multiple of samples_per_prompt"):
+        _train_words(word_model, tmp_path, dataclasses.replace(WORD_PPO, rollouts=30), name="bad")
+
+
+def test_the_reward_without_ci_drops_only_the_ci_term(models):
+    """ci_reward=False (the ppo_no_ci_reward stage): the score loses the thresholded CI, nothing else."""
+    from diffchat.ppo.rewards import SequenceReward
+    from diffchat.reward_models import TextRewardModel
+
+    _, aes, pick, rows = models
+    rms = TextRewardModel.from_pretrained(aes), TextRewardModel.from_pretrained(pick)
+    texts = [r["beautified_target_prompt"] for r in rows[:6]]  # y_o itself: every keyword kept
+    with_ci = SequenceReward(*rms, PPOConfig())(rows[:6], texts)[1]
+    without = SequenceReward(*rms, PPOConfig(ci_reward=False))(rows[:6], texts)[1]
+    assert with_ci["ci"] == without["ci"] == [1.0] * 6
+    assert [a - b for a, b in zip(with_ci["score"], without["score"])] == pytest.approx([1.0] * 6)

@@ -20,14 +20,16 @@ def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
-def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True) -> Tensor:
-    """(x - mean) / sqrt(var + 1e-8) over the masked elements; masked-out entries become 0.
+def masked_whiten(x: Tensor, mask: Tensor, shift_mean: bool = True, std_floor: float = 0.0) -> Tensor:
+    """(x - mean) / max(std, std_floor) over the masked elements; masked-out entries become 0.
 
-    With ``shift_mean=False`` the mean is added back (only the scale changes).
+    std = sqrt(var + 1e-8). ``std_floor`` keeps advantages that hardly differ (samples that all
+    scored alike) from being blown up to unit variance: below the floor they are scaled by
+    1 / std_floor, not 1 / std. With ``shift_mean=False`` the mean is added back.
     """
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
-    white = (x - mean) * torch.rsqrt(var + 1e-8)
+    white = (x - mean) / torch.sqrt(var + 1e-8).clamp(min=std_floor)
     if not shift_mean:
         white = white + mean
     return white * mask

@@ -55,12 +55,16 @@ class Hydra(nn.Module):
 
     ``n_unfrozen``: trainable top blocks (Table 3: 8); None trains every block. The input
     embeddings always stay frozen (the trunk cache starts after them), and so does an
-    output head tied to them.
+    output head tied to them. ``temperature`` divides the logits of the policy and the
+    reference, as the rollout's sampler does (PPOConfig.temperature), so log-probs, KL
+    and entropy are those of the distribution PPO samples from.
     """
 
-    def __init__(self, model: nn.Module, n_unfrozen: int | None) -> None:
+    def __init__(self, model: nn.Module, n_unfrozen: int | None, temperature: float = 1.0) -> None:
         super().__init__()
-        self.model = model
+        if temperature <= 0:
+            raise ValueError(f"PPO temperature must be > 0, got {temperature!r}")
+        self.model, self.temperature = model, temperature
         self.adapter = adapter_for(model)
         n_blocks = len(self.adapter.blocks)
         n_top = n_blocks if n_unfrozen is None else min(n_unfrozen, n_blocks)
@@ -98,10 +102,12 @@ class Hydra(nn.Module):
 
     def _logits(self, hidden: Tensor, reference: bool) -> Tensor:
         if not reference:
-            return self.adapter.head(hidden).float()
-        if self.ref_head is None:  # tied: the frozen embedding matrix is the head
-            return F.linear(hidden, self.adapter.embeddings.weight).float()
-        return self.ref_head(hidden).float()
+            logits = self.adapter.head(hidden)
+        elif self.ref_head is None:  # tied: the frozen embedding matrix is the head
+            logits = F.linear(hidden, self.adapter.embeddings.weight)
+        else:
+            logits = self.ref_head(hidden)
+        return logits.float() / self.temperature
 
     def forward(self, hidden: Tensor, attention_mask: Tensor, response_ids: Tensor
                 ) -> tuple[Tensor, Tensor, Tensor]:

@@ -15,7 +15,8 @@ reward   = clip(score, -reward_clip, reward_clip).
   and raw target prompt. The released InstructPE rows have no raw prompts: there we use
   beautified_source_prompt as x_o and beautified_target_prompt as y_o.
 
-Every term is returned separately for logging. BeautifulPrompt also scaled rewards by a
+``ci_reward=False`` (the ppo_no_ci_reward ablation) drops the CI term from the score; CI is
+still computed and logged. Every term is returned separately for logging. BeautifulPrompt also scaled rewards by a
 running std; we do not: the gains are already in std units and advantages are whitened.
 """
 
@@ -66,8 +67,8 @@ class SequenceReward:
         pick_gain = [(p - r) / self.pickscore.std for p, r in zip(pick, ref_pick)]
         ci_raw = [ci_score(*references(r), y, threshold=None) for r, y in zip(rows, prompts)]
         ci = [c if c >= cfg.ci_threshold else 0.0 for c in ci_raw]
-        mix = cfg.reward_mix_pickscore
-        score = [(1 - mix) * a + mix * p + cfg.reward_ci_weight * c
+        mix, ci_weight = cfg.reward_mix_pickscore, cfg.reward_ci_weight if cfg.ci_reward else 0.0
+        score = [(1 - mix) * a + mix * p + ci_weight * c
                  for a, p, c in zip(aes_gain, pick_gain, ci)]
         reward = [min(max(s, -cfg.reward_clip), cfg.reward_clip) for s in score]
         terms = {"reward": reward, "score": score, "aesthetic": aes, "aesthetic_gain": aes_gain,

@@ -6,7 +6,8 @@ everything after it is padding that no mask admits), the decoded texts and the t
 piece each token adds (for the CI of every prefix, VCI).
 
 ADM pi+ (section 3.3, eq. 3) is locally typical sampling with mass p (Meister et al.,
-2023); pi+ off is plain multinomial sampling at temperature 1 (eq. 2). The sampler's
+2023); pi+ off is plain multinomial sampling (eq. 2). Both sample at
+PPOConfig.temperature (1 in the paper's setting). The sampler's
 processed scores are never used as log-probs: typical sampling and pi- edits are
 off-policy, so the behaviour log-probs come from a forward pass over the tokens that are
 actually in the rollout (ppo/trainer.py).
@@ -152,15 +153,18 @@ class TypicalSampling:
 
 @torch.no_grad()
 def sample_rollout(model: Any, tokenizer: Any, rows: Sequence[dict], *, max_length: int,
-                   max_new_tokens: int, typical_p: float | None) -> Rollout:
-    """Sample one response per row from T(x, i): typical sampling (pi+) or plain (pi+ off)."""
+                   max_new_tokens: int, typical_p: float | None, temperature: float = 1.0) -> Rollout:
+    """Sample one response per row from T(x, i): typical sampling (pi+) or plain (pi+ off).
+
+    The logits are divided by `temperature` before typical sampling (transformers applies its
+    own warpers, temperature among them, before the processors passed in)."""
     from transformers import GenerationConfig, LogitsProcessorList
 
     tokenizer.padding_side = "left"
     device = next(model.parameters()).device
     enc = tokenizer(query_texts(tokenizer, rows, max_length, max_new_tokens), padding=True,
                     add_special_tokens=False, return_tensors="pt").to(device)
-    config = GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
+    config = GenerationConfig(do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
                               max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                               eos_token_id=tokenizer.eos_token_id)
     warpers = LogitsProcessorList([TypicalSampling(typical_p)] if typical_p is not None else [])

@@ -1,14 +1,18 @@
 """PPO training of DiffChat with APC feedback, ADM and VCI (section 3.3, appendix A.5).
 
 One iteration:
-  1. sample `rollouts` InstructPE rows and roll out T(x, i) -> y (pi+ = typical sampling);
+  1. sample `rollouts / samples_per_prompt` InstructPE rows and roll out T(x, i) -> y
+     `samples_per_prompt` times each (pi+ = typical sampling, at `temperature`);
   2. pi-: edit ~4% of the responses (ppo/adm.py);
-  3. score them (ppo/rewards.py): aesthetics and PickScore gains + content integrity;
+  3. score them (ppo/rewards.py): aesthetics and PickScore gains + content integrity,
+     minus `missing_eos_penalty` for a response cut off without EOS;
   4. one no-grad pass over the rollout: frozen trunk (cached), behaviour log-probs and
      values (policy top), reference log-probs (reference top);
   5. per-token rewards -beta * KL with the score at the last real token; GAE with
-     V' = V + alpha * CI (VCI); whitened advantages;
-  6. `rl.epochs` PPO epochs over shuffled mini-batches, reusing the cached trunk;
+     V' = V + alpha * CI (VCI); whitened advantages (std floored at `whiten_std_floor`);
+     on the first iteration the value head's bias is set so V starts at the mean score;
+  6. `rl.epochs` PPO epochs over shuffled mini-batches, reusing the cached trunk, the
+     gradient norm clipped at `max_grad_norm`;
   7. adapt the KL coefficient; log; checkpoint every `checkpoint_every` iterations.
 
 Dropout stays off (eval mode) in rollouts and updates, so the first PPO epoch on fresh
@@ -58,6 +62,10 @@ STATE_FILE = "state.safetensors"
 OLD_STATE_FILE = "state.pt"
 LOG_FILE = "ppo_log.json"
 
+# Scores finished responses: (rows, texts) -> (score per row, {term: value per row}); the terms
+# hold at least "reward". SequenceReward is the paper's; tests pass synthetic ones.
+RewardFn = Callable[[Sequence[dict], Sequence[str]], tuple[torch.Tensor, dict[str, list[float]]]]
+
 
 def _settings(rl: TrainConfig, ppo: PPOConfig, seed: int) -> dict[str, Any]:
     return {"rl": dataclasses.asdict(rl), "ppo": dataclasses.asdict(ppo), "seed": seed}
@@ -93,7 +101,7 @@ def _set_rng_state(rng: random.Random, plain: dict[str, Any], tensors: dict[str,
 class _Run:
     """The state of one PPO run: models, optimiser, schedule, KL controller, RNG, log."""
 
-    def __init__(self, sft_model: Path, aesthetic_rm: Path, pickscore_rm: Path, rows: Sequence[dict],
+    def __init__(self, sft_model: Path, make_reward: Callable[[torch.device], RewardFn], rows: Sequence[dict],
                  rl: TrainConfig, ppo: PPOConfig, seed: int) -> None:
         from accelerate import Accelerator
 
@@ -107,16 +115,16 @@ class _Run:
         self.tokenizer = load_tokenizer(sft_model)
         # fp32 master weights; autocast mixes in bf16 on GPUs (section 4.1).
         model = load_causal_lm(sft_model, dtype="float32", device=device).eval()
-        self.hydra = Hydra(model, rl.unfreeze_layers).to(device).eval()
-        self.reward = SequenceReward(TextRewardModel.from_pretrained(aesthetic_rm, device=device),
-                                     TextRewardModel.from_pretrained(pickscore_rm, device=device), ppo)
+        self.hydra = Hydra(model, rl.unfreeze_layers, ppo.temperature).to(device).eval()
+        self.reward = make_reward(device)
         pool_rows = random.Random(seed).sample(self.rows, min(ppo.adm_pool_rows, len(self.rows)))
         self.pool = KeywordPool(references(r)[2] for r in pool_rows) if ppo.pi_minus else None
 
-        params = [p for p in self.hydra.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=rl.lr, betas=ppo.adam_betas, eps=ppo.adam_eps,
+        self.params = [p for p in self.hydra.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(self.params, lr=rl.lr, betas=ppo.adam_betas, eps=ppo.adam_eps,
                                       weight_decay=rl.weight_decay)
-        updates_per_epoch = math.ceil(min(ppo.rollouts, len(self.rows)) / ppo.mini_batch_size)
+        self.prompts = min(ppo.rollouts // ppo.samples_per_prompt, len(self.rows))
+        updates_per_epoch = math.ceil(self.prompts * ppo.samples_per_prompt / ppo.mini_batch_size)
         self.total_updates = ppo.iterations * int(rl.epochs) * updates_per_epoch
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.total_updates)
         self.model, self.optimizer = self.accelerator.prepare(self.hydra, optimizer)
@@ -180,20 +188,24 @@ class _Run:
     # ---- one iteration ----------------------------------------------------------------------
 
     def rollout(self) -> tuple[Rollout, list[Any], torch.Tensor, dict[str, list[float]]]:
-        """Steps 1-3: sample, pi- edits, sequence scores."""
+        """Steps 1-3: sample, pi- edits, sequence scores (with the missing-EOS penalty)."""
         ppo = self.ppo
-        picks = self.rng.sample(range(len(self.rows)), min(ppo.rollouts, len(self.rows)))
-        rows = [self.rows[i] for i in picks]
+        picks = self.rng.sample(range(len(self.rows)), self.prompts)
+        rows = [self.rows[i] for i in picks for _ in range(ppo.samples_per_prompt)]
         with self.accelerator.autocast():
             rollout = sample_rollout(self.hydra.model, self.tokenizer, rows, max_length=self.rl.max_length,
                                      max_new_tokens=ppo.max_new_tokens,
-                                     typical_p=ppo.typical_p if ppo.pi_plus else None)
+                                     typical_p=ppo.typical_p if ppo.pi_plus else None,
+                                     temperature=ppo.temperature)
         edits: list[Any] = []
         if ppo.pi_minus:
             rollout, edits = apply_negative_edits(
                 rollout, self.tokenizer, [references(r)[2] for r in rows], self.pool, self.rng,
                 ppo.adm_negative_prob, ppo.adm_remove_prob)
         scores, terms = self.reward(rows, rollout.texts)
+        ends = rollout.response_ids.gather(1, rollout.response_mask.sum(1, keepdim=True) - 1).squeeze(1)
+        terms["missing_eos"] = (ends != self.tokenizer.eos_token_id).float().tolist()
+        scores = scores.float() - ppo.missing_eos_penalty * torch.tensor(terms["missing_eos"])
         return rollout, edits, scores.to(self.accelerator.device), terms
 
     @torch.no_grad()
@@ -209,9 +221,18 @@ class _Run:
         return {"trunk": trunk, "logprobs": torch.cat([p[0] for p in parts]),
                 "values": torch.cat([p[1] for p in parts]), "ref_logprobs": ref}
 
+    @torch.no_grad()
+    def init_value_head(self, old: dict[str, torch.Tensor], mask: torch.Tensor, scores: torch.Tensor) -> None:
+        """Shift the value head's output bias so that V starts at the mean score (value_init)."""
+        shift = scores.mean() - masked_mean(old["values"], mask)
+        self.hydra.value_head[-1].bias += shift
+        old["values"] += shift
+
     def advantages(self, rollout: Rollout, old: dict[str, torch.Tensor], scores: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Step 5: KL-penalised rewards, (VCI-)GAE, whitening. Returns (adv, returns, kl)."""
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        """Step 5: KL-penalised rewards, (VCI-)GAE, whitening.
+
+        Returns (advantages, critic targets, kl, the advantages' std before whitening)."""
         ppo, mask = self.ppo, rollout.response_mask.float()
         rewards, kl = kl_penalised_rewards(old["logprobs"], old["ref_logprobs"], mask, scores, self.kl_ctl.value)
         alpha = ppo.vci_alpha if ppo.vci else 0.0
@@ -221,16 +242,17 @@ class _Run:
         else:
             ci = torch.zeros_like(mask)
         adv, returns = vci_gae(rewards, old["values"], mask, ci, alpha, ppo.gamma, ppo.lam, ppo.vci_critic_target)
+        adv_std = float(masked_mean((adv - masked_mean(adv, mask)) ** 2, mask).sqrt())
         if ppo.whiten_advantages:
-            adv = masked_whiten(adv, mask)
-        return adv, returns, kl
+            adv = masked_whiten(adv, mask, std_floor=ppo.whiten_std_floor)
+        return adv, returns, kl, adv_std
 
     def update(self, rollout: Rollout, old: dict[str, torch.Tensor], adv: torch.Tensor,
                returns: torch.Tensor) -> dict[str, float]:
         """Step 6: `rl.epochs` epochs of clipped PPO updates over shuffled mini-batches."""
         ppo, mask, trunk = self.ppo, rollout.response_mask.float(), old["trunk"]
-        stats: dict[str, list[float]] = {k: [] for k in
-                                         ("policy_loss", "value_loss", "clip_frac", "approx_kl", "entropy")}
+        stats: dict[str, list[float]] = {k: [] for k in ("policy_loss", "value_loss", "clip_frac", "approx_kl",
+                                                         "value_clip_frac", "entropy", "grad_norm")}
         for _ in range(int(self.rl.epochs)):
             order = torch.randperm(len(mask)).to(mask.device)
             for mb in order.split(ppo.mini_batch_size):
@@ -240,30 +262,49 @@ class _Run:
                                                            rollout.response_ids[mb])
                     pg, clip_frac, approx_kl = policy_loss(logprobs, old["logprobs"][mb], adv[mb], m,
                                                            ppo.cliprange)
-                    vf, _ = value_loss(values, old["values"][mb], returns[mb], m, ppo.cliprange_value,
-                                       ppo.vf_coef)
+                    vf, value_clip_frac = value_loss(values, old["values"][mb], returns[mb], m,
+                                                     ppo.cliprange_value, ppo.vf_coef)
                 self.accelerator.backward(pg + vf)
+                norm = self.accelerator.clip_grad_norm_(self.params, ppo.max_grad_norm or math.inf)
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad()
                 for key, value in (("policy_loss", pg), ("value_loss", vf), ("clip_frac", clip_frac),
-                                   ("approx_kl", approx_kl), ("entropy", masked_mean(entropy.detach(), m))):
+                                   ("approx_kl", approx_kl), ("value_clip_frac", value_clip_frac),
+                                   ("entropy", masked_mean(entropy.detach(), m)), ("grad_norm", norm)):
                     stats[key].append(float(value.detach()))
         return {k: float(np.mean(v)) for k, v in stats.items()}
+
+    def reward_stats(self, terms: dict[str, list[float]], edits: Sequence[Any]) -> dict[str, Any]:
+        """The reward's spread within and across prompts, and its mean on rows pi- left alone
+        (``reward_clean``: the learning curve) and on the rows it damaged on purpose."""
+        k = self.ppo.samples_per_prompt
+        reward = torch.tensor(terms["reward"]).view(-1, k)
+        edited = {e.row for e in edits}
+        clean = [r for n, r in enumerate(terms["reward"]) if n not in edited]
+        damaged = [r for n, r in enumerate(terms["reward"]) if n in edited]
+        return {"reward_std_within": float(reward.std(1, unbiased=False).mean()),
+                "reward_std_across": float(reward.mean(1).std(unbiased=False)),
+                "reward_clean": float(np.mean(clean)) if clean else None,
+                "reward_pi_minus": float(np.mean(damaged)) if damaged else None}
 
     def step(self) -> dict[str, Any]:
         """One PPO iteration; returns its log entry."""
         start, cpu_start = time.time(), time.process_time()
         rollout, edits, scores, terms = self.rollout()
         old = self.evaluate(rollout)
-        adv, returns, kl = self.advantages(rollout, old, scores)
         mask = rollout.response_mask.float()
+        if self.iteration == 0 and self.ppo.value_init:
+            self.init_value_head(old, mask, scores)
+        adv, returns, kl, adv_std = self.advantages(rollout, old, scores)
         seq_kl = float(kl.sum(1).mean())
         entry: dict[str, Any] = {"iteration": self.iteration + 1, "kl_coef": self.kl_ctl.value}
         entry.update({k: float(np.mean(v)) for k, v in terms.items()})
+        entry.update(self.reward_stats(terms, edits))
         entry.update(self.update(rollout, old, adv, returns))
         self.kl_ctl.update(seq_kl, n_steps=len(mask))
-        entry.update(kl=seq_kl, value_error=float(masked_mean((old["values"] - returns) ** 2, mask)),
+        entry.update(kl=seq_kl, advantage_std=adv_std,
+                     value_error=float(masked_mean((old["values"] - returns) ** 2, mask)),
                      response_length=float(mask.sum(1).mean()), pi_minus_edits=len(edits),
                      lr=self.scheduler.get_last_lr()[0], seconds=time.time() - start,
                      cpu_seconds=time.process_time() - cpu_start)
@@ -274,14 +315,15 @@ class _Run:
 
 def train_ppo(
     sft_model: str | Path,
-    aesthetic_rm: str | Path,
-    pickscore_rm: str | Path,
+    aesthetic_rm: str | Path | None,
+    pickscore_rm: str | Path | None,
     rows: Sequence[dict],
     out_dir: str | Path,
     rl: TrainConfig,
     ppo: PPOConfig,
     seed: int = 0,
     log: Callable[[dict[str, Any]], None] | None = None,
+    reward: RewardFn | None = None,
 ) -> dict[str, Any]:
     """PPO from the SFT model; writes a DiffChat model folder and ``ppo_log.json`` to `out_dir`.
 
@@ -295,6 +337,8 @@ def train_ppo(
         ``ppo.mini_batch_size`` the rows per update.
     ppo: PPOConfig (A.5; switches for the ablations: pi_plus, pi_minus, vci).
     log: called with each iteration's log entry (after its checkpoint is written).
+    reward: scores rollouts instead of the paper's reward (``RewardFn``; the reward model
+        folders are then not read): tests train on synthetic rewards with it.
 
     A checkpoint is written every ``ppo.checkpoint_every`` iterations to
     ``out_dir/checkpoint``; calling again with the same arguments resumes from it and
@@ -304,8 +348,20 @@ def train_ppo(
     out_dir = Path(out_dir)
     if not rows:
         raise ValueError("no InstructPE rows to train on")
+    if ppo.samples_per_prompt < 1 or ppo.rollouts % ppo.samples_per_prompt:
+        raise ValueError(f"PPO rollouts ({ppo.rollouts}) must be a multiple of samples_per_prompt "
+                         f"({ppo.samples_per_prompt})")
+    if reward is None and (aesthetic_rm is None or pickscore_rm is None):
+        raise ValueError("train_ppo needs the two reward model folders, or a reward function")
     settings = _settings(rl, ppo, seed)
-    run = _Run(Path(sft_model), Path(aesthetic_rm), Path(pickscore_rm), rows, rl, ppo, seed)
+
+    def make_reward(device: torch.device) -> RewardFn:
+        if reward is not None:
+            return reward
+        return SequenceReward(TextRewardModel.from_pretrained(aesthetic_rm, device=device),
+                              TextRewardModel.from_pretrained(pickscore_rm, device=device), ppo)
+
+    run = _Run(Path(sft_model), make_reward, rows, rl, ppo, seed)
     checkpoint = out_dir / CHECKPOINT
     if (checkpoint / STATE_FILE).is_file():
         run.load_checkpoint(checkpoint, settings)

@@ -13,11 +13,18 @@ Two choices the paper leaves open, each a switch (PPOConfig):
 * ``vci_threshold`` (default False): CI inside V' is the raw score, not Listing 1's
   thresholded one. Thresholded CI is 0 for every prefix until 70% of the keywords are
   in, then jumps: it tells the critic nothing about progress before that, which is what
-  VCI is for. The reward keeps the thresholded CI (section 3.3).
-* ``vci_critic_target`` (default "v"): the critic regresses on returns A' + V (the GAE
-  advantages computed with V', plus the critic's own V), so the value head keeps
-  estimating V and the CI term, added again at the next rollout, is not counted twice.
-  "v_prime" regresses on A' + V' instead.
+  VCI is for. The reward keeps the thresholded CI (section 3.3). True gives Listing 1's.
+* ``vci_critic_target``: what the value head regresses on.
+  "plain" (default): the plain GAE returns A + V of the rewards, so V estimates the
+  policy's value and V' = V + alpha * CI stays V plus the CI term. This keeps VCI's
+  effect once the critic has fit: the advantages carry the one-step shaping
+  alpha * (gamma * CI(s_{t+1}) - CI(s_t)), summed with weights (gamma * lam)^l, which
+  with lam < 1 does not telescope down to a baseline.
+  "v": returns A' + V (advantages computed with V', plus the critic's own V). Then
+  alpha * CI is potential-based shaping that the critic learns to cancel: once it fits,
+  V + alpha * CI equals plain PPO's V and so do the advantages (measured: 8e-9 apart).
+  "v_prime": returns A' + V', the lambda-returns of V': the critic learns to include
+  the CI terms itself, and alpha * CI is added on top again at the next rollout.
 
 alpha = 0 makes all of this an exact no-op.
 """
@@ -32,7 +39,7 @@ from torch import Tensor
 from diffchat.integrity import batch_prefix_ci_scores
 from diffchat.ppo.core import compute_gae
 
-CRITIC_TARGETS = ("v", "v_prime")
+CRITIC_TARGETS = ("plain", "v", "v_prime")
 
 
 def state_ci(pieces: Sequence[Sequence[str]], references: Sequence[tuple[str, str, str]],
@@ -50,10 +57,12 @@ def state_ci(pieces: Sequence[Sequence[str]], references: Sequence[tuple[str, st
 
 
 def vci_gae(rewards: Tensor, values: Tensor, mask: Tensor, ci: Tensor, alpha: float,
-            gamma: float, lam: float, critic_target: str = "v") -> tuple[Tensor, Tensor]:
+            gamma: float, lam: float, critic_target: str = "plain") -> tuple[Tensor, Tensor]:
     """GAE with V'(s_t) = V(s_t) + alpha * CI(s_t); returns (advantages, critic targets)."""
     if critic_target not in CRITIC_TARGETS:
         raise ValueError(f"vci_critic_target must be one of {CRITIC_TARGETS}, got {critic_target!r}")
     values_prime = values + alpha * ci.to(values)
     advantages, returns_prime = compute_gae(rewards, values_prime, mask, gamma, lam)
+    if critic_target == "plain":
+        return advantages, compute_gae(rewards, values, mask, gamma, lam)[1]
     return advantages, (returns_prime if critic_target == "v_prime" else advantages + values)

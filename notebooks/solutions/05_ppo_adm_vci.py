@@ -24,6 +24,13 @@ def kl_rewards(logprobs, ref_logprobs, mask, scores, kl_coef):
     return rewards
 
 
+def clipped_loss(logprobs, old_logprobs, advantages, mask, cliprange):
+    """Exercise 05.4: mean over real tokens of max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps))."""
+    ratio = torch.exp(logprobs - old_logprobs)
+    per_token = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - cliprange, 1 + cliprange))
+    return (per_token * mask).sum() / mask.sum()
+
+
 # Exercise 05.3 (no code): with vci_alpha = 0, V' = V, so vci_gae returns exactly compute_gae's
 # advantages; as alpha grows, each token that completes a keyword of y_o earns
 # alpha * (gamma * CI(y_<=t) - CI(y_<t)) more advantage where it is written, so the policy is
