@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from diffchat.pipeline import VARIANTS
+from diffchat.pipeline import PAPER_ABLATIONS
 from diffchat.profiles import TINY_ID, Profile
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("ppo_no_pi_plus", "DiffChat w/o pi+", "prompt", "ppo_no_pi_plus", "diffchat ppo --no-pi-plus"),
     Method("ppo_no_pi_minus", "DiffChat w/o pi-", "prompt", "ppo_no_pi_minus", "diffchat ppo --no-pi-minus"),
     Method("ppo_no_vci", "DiffChat w/o VCI", "prompt", "ppo_no_vci", "diffchat ppo --no-vci"),
-    Method("ppo_no_ci_reward", "DiffChat w/o CI reward (ours)", "prompt", "ppo_no_ci_reward",
-           "diffchat ppo --no-ci-reward"),
 )}
-ABLATIONS = tuple(VARIANTS)
+ABLATIONS = PAPER_ABLATIONS
 
 
 def get_method(name: str) -> Method:

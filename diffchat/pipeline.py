@@ -135,10 +135,10 @@ COURSE = Pipeline([
                          f"PPO ablation: {name.removeprefix('ppo_').replace('_', ' ')} "
                          + ("(Fig. 7, Table 2)" if name in PAPER_ABLATIONS else "(ours)")))
       for name in VARIANTS),
-    # The PPO runs are optional: evaluation takes whichever have finished (the rest are
+    # The paper's PPO runs are optional: evaluation takes whichever have finished (the rest are
     # left out with a note) and reruns when another one finishes.
     Stage("eval", "diffchat.evaluation:eval_stage", inputs=("instructpe", "sft", "clip"),
-          optional=tuple(VARIANTS),
+          optional=PAPER_ABLATIONS,
           outputs=("records.jsonl", "table1.md", "table1.csv", "eval_summary.json"),
           config=eval_config,
           description="Tables 1, 2 and 4: competitors and ablations on every TIS model (4.1, A.7)"),
