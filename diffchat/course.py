@@ -13,6 +13,9 @@ from diffchat.profiles import Profile, get_profile
 from diffchat.runner import runs_root
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+# A headless run has no one to watch progress bars: in an executed notebook they stay frozen
+# at 0% (the widgets never render), so the course's kernels run without them.
+QUIET = {"TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
 
 @dataclass
@@ -85,13 +88,16 @@ def run_notebook(path: Path, profile: str, out_dir: Path, timeout: int = 1800) -
     import nbformat
     from nbclient import NotebookClient
 
+    from jupyter_client import KernelManager
+
     nb = nbformat.read(path, as_version=4)
     os.environ["DIFFCHAT_PROFILE"] = profile
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    # IPC sockets: over TCP the kernel warns, once per notebook, that it is unencrypted.
+    client = NotebookClient(nb, timeout=timeout, km=KernelManager(kernel_name="python3", transport="ipc"),
                             resources={"metadata": {"path": str(path.parent)}})
     start_time = time.time()
     try:
-        client.execute()
+        client.execute(env={**os.environ, **QUIET})
     finally:
         out_dir.mkdir(parents=True, exist_ok=True)
         out = out_dir / path.name
