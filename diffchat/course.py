@@ -86,9 +86,8 @@ def list_notebooks() -> list[Path]:
 def run_notebook(path: Path, profile: str, out_dir: Path, timeout: int = 1800) -> Path:
     """Execute one notebook in a fresh kernel (cwd = notebooks/) and save the executed copy."""
     import nbformat
-    from nbclient import NotebookClient
-
     from jupyter_client import KernelManager
+    from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
     os.environ["DIFFCHAT_PROFILE"] = profile
