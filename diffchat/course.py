@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,21 +87,24 @@ def list_notebooks() -> list[Path]:
 def run_notebook(path: Path, profile: str, out_dir: Path, timeout: int = 1800) -> Path:
     """Execute one notebook in a fresh kernel (cwd = notebooks/) and save the executed copy."""
     import nbformat
-    from jupyter_client import KernelManager
     from nbclient import NotebookClient
+    from traitlets.config import Config
 
     nb = nbformat.read(path, as_version=4)
     os.environ["DIFFCHAT_PROFILE"] = profile
-    # IPC sockets: over TCP the kernel warns, once per notebook, that it is unencrypted.
-    client = NotebookClient(nb, timeout=timeout, km=KernelManager(kernel_name="python3", transport="ipc"),
-                            resources={"metadata": {"path": str(path.parent)}})
     start_time = time.time()
-    try:
-        client.execute(env={**os.environ, **QUIET})
-    finally:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        out = out_dir / path.name
-        nbformat.write(nb, out)
+    # IPC sockets (over TCP the kernel warns, once per notebook, that it is unencrypted), in a
+    # folder of their own that goes away with the kernel.
+    with tempfile.TemporaryDirectory(prefix="diffchat-kernel-") as sockets:
+        ipc = Config({"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "kernel")}})
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", config=ipc,
+                                resources={"metadata": {"path": str(path.parent)}})
+        try:
+            client.execute(env={**os.environ, **QUIET})
+        finally:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            out = out_dir / path.name
+            nbformat.write(nb, out)
     print(f"{path.name}: {time.time() - start_time:.0f} s -> {out}")
     return out
 
