@@ -80,3 +80,37 @@ def ppo_data_flow(trainable_blocks: int = 8) -> Any:
                          ("top", "value", ""), ("top", "policy", ""), ("ref", "reference", ""),
                          ("policy", "kl", ""), ("reference", "kl", "")]
     return _draw(nodes, edges, (12, 3.6), "PPO: policy, value and reference in one model")
+
+
+def label_mask(tokens: Sequence[str], labels: Sequence[int], losses: Sequence[float] | None = None,
+               per_row: int = 10) -> Any:
+    """One training row as the trainer sees it: each token a box, grey where its label is -100
+    (no loss), orange where the model is trained to predict it, with -log P under it when
+    ``losses`` (one per orange token, ``sft.token_losses``) is given."""
+    import matplotlib.pyplot as plt
+
+    if len(tokens) != len(labels):
+        raise ValueError(f"{len(tokens)} tokens but {len(labels)} labels")
+    learned = [n for n, label in enumerate(labels) if label != -100]
+    # token_losses drops the first token (nothing predicts it), so the losses start at the first
+    # learned token that has a token before it
+    scored = [n for n in learned if n > 0]
+    if losses is not None and len(losses) != len(scored):
+        raise ValueError(f"{len(losses)} losses for {len(scored)} learned tokens")
+    loss_at = dict(zip(scored, losses)) if losses is not None else {}
+    rows = (len(tokens) + per_row - 1) // per_row
+    fig, ax = plt.subplots(figsize=(per_row * 1.15, rows * 0.75 + 0.6))
+    ax.set_axis_off()
+    ax.set_xlim(-0.5, per_row - 0.5)
+    ax.set_ylim(rows - 0.5, -0.9)
+    for n, token in enumerate(tokens):
+        row, col = divmod(n, per_row)
+        colour = COLOURS["model"] if labels[n] != -100 else COLOURS["frozen"]
+        ax.text(col, row, repr(token)[1:-1] or " ", ha="center", va="center", fontsize=8, family="monospace",
+                bbox={"boxstyle": "round,pad=0.3", "fc": colour, "ec": "#777777"})
+        if n in loss_at:
+            ax.text(col, row + 0.33, f"{loss_at[n]:.2f}", ha="center", va="center", fontsize=7, color="#a04000")
+    ax.set_title(f"{len(tokens)} tokens: grey = label -100 (no loss), orange = learned ({len(learned)})"
+                 + (", with -log P under each" if losses is not None else ""), fontsize=9)
+    fig.tight_layout()
+    return fig

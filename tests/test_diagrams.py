@@ -34,3 +34,18 @@ def test_ppo_data_flow_names_the_trainable_blocks():
     assert "last 3 blocks" in joined and "copy of the last 3 blocks" in joined and "frozen" in joined
     assert "value head" in joined and "reference" in joined and len(arrows) == 8
     fig.canvas.draw()
+
+
+def test_label_mask_colours_the_learned_tokens_and_checks_its_input():
+    import pytest
+
+    from diffchat.diagrams import COLOURS, label_mask
+
+    tokens, labels = ["In", "put", ":", " a", " cat", "</s>"], [-100, -100, -100, 7, 8, 2]
+    fig = label_mask(tokens, labels, losses=[1.0, 2.0, 3.0])
+    boxes = [t for t in fig.axes[0].texts if t.get_bbox_patch() is not None]
+    colours = [matplotlib.colors.to_hex(b.get_bbox_patch().get_facecolor()) for b in boxes]
+    assert colours == [COLOURS["frozen"]] * 3 + [COLOURS["model"]] * 3
+    assert [t.get_text() for t in fig.axes[0].texts if t.get_bbox_patch() is None] == ["1.00", "2.00", "3.00"]
+    with pytest.raises(ValueError, match="2 losses for 3 learned tokens"):
+        label_mask(tokens, labels, losses=[1.0, 2.0])

@@ -7,5 +7,6 @@ def unseen_subjects(train_rows, test_rows):
 
 
 # Exercise 01.2 (no code): test_unseen is built only from held-out subjects, so a model that
-# memorised its training subjects meets words it never saw; a tokenizer trained on the course's
-# words alone would split them into unfamiliar pieces (DESIGN.md 2), hence WordNet in its corpus.
+# memorised its training subjects meets words it never saw in a prompt, and must copy them from x
+# into y. A tokenizer trained only on the course's words would split them into rare fragments;
+# the course's tokenizer is trained on WordNet as well, which keeps such words whole or nearly so.
