@@ -17,6 +17,9 @@ NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 # A headless run has no one to watch progress bars: in an executed notebook they stay frozen
 # at 0% (the widgets never render), so the course's kernels run without them.
 QUIET = {"TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+# tqdm.auto picks its widget bar in a kernel, and that one ignores TQDM_DISABLE: the course's kernels
+# start with tqdm.auto pointing at the console bar, which obeys it.
+HEADLESS_TQDM = "--IPKernelApp.exec_lines=import tqdm.auto, tqdm.std; tqdm.auto.tqdm = tqdm.std.tqdm"
 
 
 @dataclass
@@ -97,7 +100,7 @@ def run_notebook(path: Path, profile: str, out_dir: Path, timeout: int = 1800) -
     # folder of their own that goes away with the kernel.
     with tempfile.TemporaryDirectory(prefix="diffchat-kernel-") as sockets:
         ipc = Config({"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "kernel")}})
-        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", config=ipc,
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", config=ipc, extra_arguments=[HEADLESS_TQDM],
                                 resources={"metadata": {"path": str(path.parent)}})
         try:
             client.execute(env={**os.environ, **QUIET})
