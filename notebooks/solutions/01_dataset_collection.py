@@ -8,5 +8,7 @@ def unseen_subjects(train_rows, test_rows):
 
 # Exercise 01.2 (no code): test_unseen is built only from held-out subjects, so a model that
 # memorised its training subjects meets words it never saw in a prompt, and must copy them from x
-# into y. A tokenizer trained only on the course's words would split them into rare fragments;
-# the course's tokenizer is trained on WordNet as well, which keeps such words whole or nearly so.
+# into y. The tiny tokenizer (4000 pieces, trained on the course's words and WordNet) cuts most of
+# them into two or three pieces learned from other words; the model has to copy that sequence of
+# pieces, which it never saw together. Trained on the course's words alone, the tokenizer would
+# have had fewer English words to learn its pieces from.
