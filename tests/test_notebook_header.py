@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import sysconfig
 import venv
 from pathlib import Path
@@ -122,3 +123,29 @@ def test_the_install_cell_sets_up_the_course_on_colab(tmp_path):
                            text=True, check=True).stdout
     assert "Editable project location: " + str(checkout) in shown
     assert "warning" not in done.stderr.lower(), done.stderr[-3000:]
+
+
+PROFILE_DRIVER = """
+import json, os
+exec(open(os.environ["CELL"]).read())
+print(json.dumps({"profile": S.profile.name, "device": S.device, "runs": str(S.root)}))
+"""
+
+
+@pytest.mark.parametrize("chosen,expected", [(None, "tiny"), ("paper", "paper"), ("small", "small")])
+def test_the_profile_cell_picks_tiny_on_a_cpu_unless_told(tmp_path, chosen, expected):
+    """No GPU here: tiny by default; DIFFCHAT_PROFILE names any profile (small is the GPU default)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the default would be small")
+    cell = tmp_path / "profile_cell.py"
+    cell.write_text("".join(header_cells("00_quickstart.ipynb")[2]["source"]))
+    env = {k: v for k, v in os.environ.items() if k != "DIFFCHAT_PROFILE"}
+    env.update(CELL=str(cell), DIFFCHAT_RUNS=str(tmp_path / "runs"), PYTHONPATH=str(ROOT), DIFFCHAT_QUICK="0")
+    if chosen:
+        env["DIFFCHAT_PROFILE"] = chosen
+    done = subprocess.run([sys.executable, "-c", PROFILE_DRIVER], env=env, capture_output=True, text=True,
+                          check=True, timeout=300)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"profile": expected, "device": "cpu", "runs": str(tmp_path / "runs")}
