@@ -100,8 +100,8 @@ def run_notebook(path: Path, profile: str, out_dir: Path, timeout: int = 1800) -
     # folder of their own that goes away with the kernel.
     with tempfile.TemporaryDirectory(prefix="diffchat-kernel-") as sockets:
         ipc = Config({"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "kernel")}})
-        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", config=ipc, extra_arguments=[HEADLESS_TQDM],
-                                resources={"metadata": {"path": str(path.parent)}})
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", config=ipc,
+                                extra_arguments=[HEADLESS_TQDM], resources={"metadata": {"path": str(path.parent)}})
         try:
             client.execute(env={**os.environ, **QUIET})
         finally:
