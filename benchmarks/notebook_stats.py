@@ -1,7 +1,7 @@
 """How the course's notebooks read: cells, markdown words, longest markdown cell, words before the
 first code cell, figures, and the style rules a lesson keeps (issue 25).
 
-A figure is a markdown image (``![...](...)`` or ``<img``) or a code cell that draws one (matplotlib,
+A figure is a markdown image (``![...](...)`` or ``<img``; the Colab badge is not one) or a code cell that draws one (matplotlib,
 an image grid, a rendered image shown with ``display``). "CI" as continuous integration, dates and
 commit hashes are counted in markdown and code comments: a lesson has none of them.
 
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 FIGURE_CODE = re.compile(r"\bplt\.|\bplot_\w+\(|image_grid\(|\.imshow\(|display\(\s*\w*(image|grid|img)", re.I)
-FIGURE_MD = re.compile(r"!\[[^\]]*\]\(|<img\b", re.I)
+FIGURE_MD = re.compile(r"!\[[^\]]*\]\((?!https://colab\.research\.google\.com/assets/)|<img\b", re.I)
 # "CI" is the content-integrity score in this course; these are the other meaning.
 CI_AS_TESTS = re.compile(
     r"\bCI(?:'s)? (?:shortened |quick )?(?:run|runs|machine|time|job|pipeline|test)|\bin CI\b|\.ci/run|continuous integration")

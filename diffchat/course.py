@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,12 @@ from diffchat.profiles import Profile, get_profile
 from diffchat.runner import runs_root
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+# A headless run has no one to watch progress bars: in an executed notebook they stay frozen
+# at 0% (the widgets never render), so the course's kernels run without them.
+QUIET = {"TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+# tqdm.auto picks its widget bar in a kernel, and that one ignores TQDM_DISABLE: the course's kernels
+# start with tqdm.auto pointing at the console bar, which obeys it.
+HEADLESS_TQDM = "--IPKernelApp.exec_lines=import tqdm.auto, tqdm.std; tqdm.auto.tqdm = tqdm.std.tqdm"
 
 
 @dataclass
@@ -110,21 +117,26 @@ def run_notebook(path: Path, profile: str, out_dir: Path, timeout: int | None = 
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError
+    from traitlets.config import Config
 
     nb = nbformat.read(path, as_version=4)
     os.environ["DIFFCHAT_PROFILE"] = profile
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
     start_time = time.time()
-    try:
-        client.execute(env={**os.environ, **thread_env()})
-    except CellTimeoutError:
-        raise RuntimeError(f"{path.name}: a cell ran past the {timeout} s limit and was stopped; run it "
-                           "again (without a limit): training resumes from the last checkpoint") from None
-    finally:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        out = out_dir / path.name
-        nbformat.write(nb, out)
+    # IPC sockets (over TCP the kernel warns, once per notebook, that it is unencrypted), in a
+    # folder of their own that goes away with the kernel.
+    with tempfile.TemporaryDirectory(prefix="diffchat-kernel-") as sockets:
+        ipc = Config({"KernelManager": {"transport": "ipc", "ip": str(Path(sockets) / "kernel")}})
+        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", config=ipc,
+                                extra_arguments=[HEADLESS_TQDM], resources={"metadata": {"path": str(path.parent)}})
+        try:
+            client.execute(env={**os.environ, **thread_env(), **QUIET})
+        except CellTimeoutError:
+            raise RuntimeError(f"{path.name}: a cell ran past the {timeout} s limit and was stopped; run it "
+                               "again (without a limit): training resumes from the last checkpoint") from None
+        finally:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            out = out_dir / path.name
+            nbformat.write(nb, out)
     print(f"{path.name}: {time.time() - start_time:.0f} s -> {out}")
     return out
 

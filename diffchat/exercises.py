@@ -285,3 +285,70 @@ def check_has_loop(fn: Callable) -> Verdict:
     got, error = _call_all(fn, cases)
     return _verdict(error if error is not None else _first_difference(cases, got, [has_loop(*c) for c in cases]),
                     "loop detection matches on all cases")
+
+
+CI_CASES = [("a red fox in the snow", "give it a hat", "a red fox with a hat in the snow", y)
+            for y in ("a red fox with a hat in the snow", "a red fox in the snow", "a fox with a hat",
+                      "a crimson fox with a chapeau in the snow", "")]
+CI_CASES.append(("a castle at night", "make it a watercolor painting", "a castle at night, watercolor painting",
+                 "a watercolor painting"))
+
+
+def check_ci_from_lemmas(fn: Callable) -> Verdict:
+    """Exercise 02.2: ``fn(keywords, highlighted, y_lemmas) -> float``: Listing 1's raw CI score
+    from its three sets (``explain_ci``'s fields): each keyword of y_o found in y, itself or a
+    synonym (``integrity.synonyms``), adds 2 points when the word found is highlighted, else 1;
+    the score is min(points / number of keywords, 1), and 1.0 when y_o has no keywords."""
+    from diffchat.integrity import explain_ci
+
+    traces = [explain_ci(*case) for case in CI_CASES]
+    cases = [(list(t.keywords), list(t.highlighted), list(t.y_lemmas)) for t in traces]
+    got, error = _call_all(fn, cases)
+    if error is not None:
+        return error
+    for case, g, t in zip(CI_CASES, got, traces):
+        if not isinstance(g, (int, float)) or abs(g - t.raw) > 1e-6:
+            return Verdict(False, f"for y={case[3]!r} (keywords {t.keywords}, highlighted {t.highlighted}): "
+                                  f"got {g!r}, expected {t.raw}")
+    return Verdict(True, "the raw CI score matches ci_score on all cases")
+
+
+def check_label_mask(fn: Callable) -> Verdict:
+    """Exercise 03.1: ``fn(prompt_ids, completion_ids, eos_id) -> labels`` of the row
+    ``prompt + completion + [eos]``: -100 under the prompt, the ids of the completion and EOS."""
+    from diffchat.sft import completion_labels
+
+    cases = [([5, 6, 7, 8], [9, 10], 2), ([11], [12, 13, 14], 0), ([3, 4], [], 1)]
+    got, error = _call_all(fn, [(list(prompt), list(completion), eos) for prompt, completion, eos in cases])
+    if error is not None:
+        return error
+    return _verdict(_first_difference(cases, [list(g) for g in got], [completion_labels(*c) for c in cases]),
+                    "the labels match the trainer's on all cases")
+
+
+def _distributions() -> list[torch.Tensor]:
+    """Next-token distributions: peaked, flat-ish, two-humped, nearly uniform."""
+    gen = torch.Generator().manual_seed(3)
+    logits = [torch.tensor([4.0, 2.5, 1.0, 0.5, 0.0, -1.0]), torch.randn(12, generator=gen),
+              torch.tensor([3.0, 3.1, -2.0, -2.5, -3.0, 0.2, 0.1]), torch.randn(20, generator=gen) * 0.1]
+    return [x.softmax(-1) for x in logits]
+
+
+def check_typical_set(fn: Callable) -> Verdict:
+    """Exercise 03.3: ``fn(probs, p) -> set`` of the token ids locally typical sampling with mass
+    ``p`` keeps: sort the tokens by |-log prob - entropy| (closest first) and keep them until they
+    hold mass p, the one that crosses p included. Compared with the warper PPO's pi+ uses."""
+    from diffchat.ppo.rollout import TypicalSampling
+
+    cases = [(probs, p) for probs in _distributions() for p in (0.5, 0.9)]
+    for n, (probs, p) in enumerate(cases):
+        kept = TypicalSampling(p)(None, probs.log()[None])[0].isfinite()
+        want = set(kept.nonzero().flatten().tolist())
+        try:
+            got = {int(t) for t in fn(probs.clone(), p)}
+        except Exception as err:
+            return Verdict(False, f"case {n}: your function raised {type(err).__name__}: {err}")
+        if got != want:
+            return Verdict(False, f"case {n} (p={p}, probs {[round(x, 3) for x in probs.tolist()]}): "
+                                  f"got {sorted(got)}, expected {sorted(want)}")
+    return Verdict(True, "the typical sets match the warper's on all cases")

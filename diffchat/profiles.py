@@ -415,7 +415,7 @@ SMALL = Profile(
 
 TINY = Profile(
     name="tiny",
-    description="Random-init BLOOM-architecture models built from configs: any CPU, minutes (CI).",
+    description="Random-init BLOOM-architecture models built from configs: any CPU, minutes (what the tests run).",
     models=ModelIds(
         policy="tiny", pb="tiny", reward="tiny", teacher="rule", tis=RENDERER_TIS, sft_init="pb",
         **_WORLD_SCORERS,
@@ -447,7 +447,7 @@ TINY = Profile(
 )
 
 SECTION_SOURCES = {
-    "models": "section 4.1 and footnotes 8-12 (paper profile); DESIGN.md 2 (tiny, small)",
+    "models": "section 4.1 and footnotes 8-12 (paper profile); the course's stand-ins (tiny, small; README, Profiles)",
     "sft": "Table 3, SFT column (paper profile)",
     "pb": "paper silent; the SFT column of Table 3 (paper profile)",
     "rm": "Table 3, RMs column (paper profile)",
@@ -489,5 +489,5 @@ def get_profile(name: str | Profile | None = None) -> Profile:
     profile = PROFILES[name]
     if name == "tiny" and os.environ.get("DIFFCHAT_QUICK") == "1":
         profile = replace(profile.with_overrides(**QUICK_OVERRIDES),
-                          description=profile.description + " QUICK: CI's shortened run.")
+                          description=profile.description + " QUICK: the tests' shortened run (DIFFCHAT_QUICK=1).")
     return profile

@@ -45,6 +45,45 @@ def _total_steps(n_rows: int, cfg: TrainConfig) -> int:
     return cfg.max_steps or math.ceil(math.ceil(n_rows / (cfg.batch_size * cfg.grad_accum)) * cfg.epochs)
 
 
+def training_args(cfg: TrainConfig, n_rows: int, out_dir: str | Path, *, seed: int = 0,
+                  dtype: str = "auto") -> dict[str, Any]:
+    """The keyword arguments of the ``SFTConfig`` a completion trainer on ``n_rows`` rows runs
+    with: ``cfg``'s numbers (a Table 3 column or a profile's scaled-down one), loss on the
+    completion only, a cosine schedule, the precision ``diffchat.device.train_precision`` picks
+    for ``dtype``. ``describe_call`` prints them as the call."""
+    from diffchat.device import pick_device, train_precision
+
+    device = pick_device()
+    total_steps = _total_steps(n_rows, cfg)
+    return dict(
+        output_dir=str(Path(out_dir) / "trainer"),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        weight_decay=cfg.weight_decay,
+        lr_scheduler_type="cosine",
+        warmup_steps=int(cfg.warmup_ratio * total_steps),
+        max_length=cfg.max_length,
+        completion_only_loss=True,
+        activation_checkpointing=cfg.activation_checkpointing,  # transformers 5's name (the old one warns)
+        logging_steps=max(1, total_steps // 50),
+        **checkpoints.checkpoint_args(cfg),
+        report_to="none",
+        seed=seed,
+        **train_precision(device, dtype).trainer_flags,
+        use_cpu=device.type == "cpu",
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def describe_call(name: str, kwargs: dict[str, Any]) -> str:
+    """``name(key=value, ...)``, one argument a line: a call as code, to print before running it."""
+    return f"{name}(\n" + "".join(f"    {k}={v!r},\n" for k, v in kwargs.items()) + ")"
+
+
 def completion_trainer(
     rows: list[dict[str, str]],
     base: str | Path,
@@ -68,13 +107,12 @@ def completion_trainer(
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from diffchat.device import MASTER_DTYPE, pick_device, train_precision
+    from diffchat.device import MASTER_DTYPE, pick_device
     from diffchat.loading import freeze_all_but_last, load_causal_lm, load_tokenizer
 
     if not rows:
         raise ValueError("no training rows: the dataset is empty")
     device = pick_device()
-    precision = train_precision(device, dtype)
     tokenizer = load_tokenizer(base)
     model = load_causal_lm(base, dtype=str(MASTER_DTYPE).replace("torch.", ""), device=device)
     if tokenizer.pad_token is None:
@@ -88,30 +126,7 @@ def completion_trainer(
                                  target_modules="all-linear", task_type="CAUSAL_LM")
     elif cfg.unfreeze_layers is not None:
         freeze_all_but_last(model, cfg.unfreeze_layers)
-
-    total_steps = _total_steps(len(rows), cfg)
-    args = SFTConfig(
-        output_dir=str(Path(out_dir) / "trainer"),
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr,
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps or -1,
-        weight_decay=cfg.weight_decay,
-        lr_scheduler_type="cosine",
-        warmup_steps=int(cfg.warmup_ratio * total_steps),
-        max_length=cfg.max_length,
-        completion_only_loss=True,
-        activation_checkpointing=cfg.activation_checkpointing,  # transformers 5's name (the old one warns)
-        logging_steps=max(1, total_steps // 50),
-        **checkpoints.checkpoint_args(cfg),
-        report_to="none",
-        seed=seed,
-        **precision.trainer_flags,
-        use_cpu=device.type == "cpu",
-        dataloader_num_workers=0,
-        disable_tqdm=False,
-    )
+    args = SFTConfig(**training_args(cfg, len(rows), out_dir, seed=seed, dtype=dtype))
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                          processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks))
     return trainer
@@ -226,6 +241,27 @@ def row_loss(trainer, index: int = 0) -> RowLoss:
     tokenizer = trainer.processing_class
     ids = batch["input_ids"][0].tolist()
     return RowLoss(ids, batch["labels"][0].tolist(), [tokenizer.decode([t]) for t in ids], float(loss))
+
+
+def completion_labels(prompt_ids: Sequence[int], completion_ids: Sequence[int], eos_id: int) -> list[int]:
+    """The labels of the row ``prompt + completion + [EOS]``: -100 ("no loss") under every prompt
+    token, the token's own id under the completion and the EOS. What TRL's collator gives a
+    prompt-completion row (``tests/test_sft.py`` checks it on the real trainer)."""
+    return [-100] * len(prompt_ids) + [*completion_ids, eos_id]
+
+
+def token_losses(model: Any, input_ids: Sequence[int], labels: Sequence[int]) -> list[float]:
+    """-log P(token) for every token that carries loss, from the model's logits: the logits at
+    position t predict token t + 1, so the labels shift by one. Their mean is the row's loss."""
+    import torch
+
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        logits = model(torch.tensor([list(input_ids)], device=device)).logits[0, :-1].float()
+    targets = torch.tensor(list(labels)[1:], device=device)
+    keep = targets != -100
+    logp = logits[keep].log_softmax(-1)
+    return (-logp.gather(1, targets[keep][:, None]).squeeze(1)).tolist()
 
 
 def plot_loss(history: list[dict], ax=None, label: str = "loss"):

@@ -35,3 +35,21 @@ def test_timing_report_writes_timings_json(tmp_path):
     written = json.loads((tmp_path / "tiny" / "timings.json").read_text())
     assert written["stages"] == {"data": 2.0} and written["notebooks"] == {"01_dataset_collection": 12.0}
     assert "01_dataset_collection" in text and "data" in text
+
+
+def test_a_headless_notebook_shows_no_progress_bars_and_no_kernel_warning(tmp_path, capfd):
+    """In an executed notebook a progress bar stays frozen at 0% (its widget never renders), and a
+    kernel over TCP warns once per notebook: `run_notebook` runs kernels without either."""
+    import nbformat
+
+    from diffchat.course import run_notebook
+
+    code = ["from tqdm.auto import tqdm\nprint(sum(tqdm(range(3))))",
+            "import datasets\nprint(len(datasets.Dataset.from_dict({'a': [1, 2]}).map(lambda r: r)))"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in code])
+    path = tmp_path / "09_bars.ipynb"
+    nbformat.write(nb, path)
+    out = nbformat.read(run_notebook(path, "tiny", tmp_path / "out"), as_version=4)
+    outputs = [o for c in out.cells for o in c.outputs]
+    assert [o.get("text", "").strip() for o in outputs] == ["3", "2"], outputs  # stdout only: no bar, no widget
+    assert "WARNING" not in capfd.readouterr().err

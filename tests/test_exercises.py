@@ -51,6 +51,30 @@ def retention_of_the_wrong_side(raw, beautified):
     return len(set(extract_keywords(raw)) & new) / max(1, len(new))
 
 
+def ci_without_double_points(keywords, highlighted, y_lemmas):
+    """Wrong: a highlighted keyword counts once, like any other."""
+    from diffchat.integrity import synonyms
+
+    found = sum(any(s in y_lemmas for s in synonyms(q)) for q in keywords)
+    return found / len(keywords) if keywords else 1.0
+
+
+def labels_without_eos(prompt_ids, completion_ids, eos_id):
+    """Wrong: forgets the EOS, so the model never learns where a rewrite stops."""
+    return [-100] * len(prompt_ids) + list(completion_ids)
+
+
+def nucleus_instead_of_typical(probs, p):
+    """Wrong: top-p (most likely first), not the tokens closest to the entropy."""
+    kept, mass = set(), 0.0
+    for token in probs.argsort(descending=True).tolist():
+        kept.add(token)
+        mass += probs[token].item()
+        if mass >= p:
+            break
+    return kept
+
+
 def append_without_comma(x, i):
     """Wrong: no comma between the prompt and the instruction."""
     return f"{x} {i}"
@@ -100,7 +124,10 @@ CASES = [
     ("01_dataset_collection", "unseen_subjects", exercises.check_unseen_subjects,
      unseen_subjects_of_the_wrong_split),
     ("02_pb_model", "retention", exercises.check_keyword_retention, retention_of_the_wrong_side),
+    ("02_pb_model", "ci_from_lemmas", exercises.check_ci_from_lemmas, ci_without_double_points),
     ("03_sft", "append_baseline", exercises.check_append_baseline, append_without_comma),
+    ("03_sft", "label_mask", exercises.check_label_mask, labels_without_eos),
+    ("03_sft", "typical_set", exercises.check_typical_set, nucleus_instead_of_typical),
     ("04_reward_models", "dclip", exercises.check_dclip, dclip_without_normalising),
     ("05_ppo_adm_vci", "gae", exercises.check_gae, gae_without_padding_mask),
     ("05_ppo_adm_vci", "kl_rewards", exercises.check_kl_penalty, kl_rewards_score_at_the_end),

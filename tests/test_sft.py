@@ -13,7 +13,16 @@ from diffchat.loading import load_tokenizer, tiny_base
 from diffchat.model import DiffChat
 from diffchat.pb import PB_TEMPLATE, PBModel, evaluate_pb, mentions_any_tag, pb_rows, source_tags
 from diffchat.profiles import TEMPLATE_T, TinyLMConfig, TrainConfig
-from diffchat.sft import completion_trainer, row_loss, sft_rows, train_completion_model
+from diffchat.sft import (
+    completion_labels,
+    completion_trainer,
+    describe_call,
+    row_loss,
+    sft_rows,
+    token_losses,
+    train_completion_model,
+    training_args,
+)
 
 QUICK = TrainConfig(epochs=1, batch_size=8, max_length=96, lr=3e-3, unfreeze_layers=None,
                     weight_decay=0.0, max_steps=6)
@@ -89,6 +98,7 @@ def test_loss_is_on_the_completion_only(base, tmp_path):
         assert ids.tolist() == prompt + completion + [tok.eos_token_id]
         assert (labels[:len(prompt)] == -100).all(), "template and input tokens carry no loss"
         assert labels[len(prompt):].tolist() == completion + [tok.eos_token_id], "y and EOS do"
+        assert labels.tolist() == completion_labels(prompt, completion, tok.eos_token_id)
     # The template's own words are among the masked tokens.
     head = tok(TEMPLATE_T.split("{x}")[0].rstrip(), add_special_tokens=False)["input_ids"]
     assert ids[:len(head)].tolist() == head and (labels[:len(head)] == -100).all()
@@ -164,6 +174,8 @@ def test_row_loss_is_the_trainers_and_equals_cross_entropy_by_hand(trained, tmp_
     keep = target != -100
     hand = torch.nn.functional.cross_entropy(logits[keep], target[keep]).item()
     assert one.loss == pytest.approx(hand, rel=1e-5)
+    per_token = token_losses(trainer.model, one.input_ids, one.labels)
+    assert len(per_token) == int(keep.sum()) and sum(per_token) / len(per_token) == pytest.approx(one.loss, rel=1e-5)
     assert len(one.tokens) == len(one.input_ids)
     with pytest.raises(IndexError, match="row 3 is not in the trainer's 3 rows"):
         row_loss(trainer, 3)
@@ -292,3 +304,15 @@ def test_cli_rewrite_with_a_missing_model_folder(capsys):
     assert main(["rewrite", "a cat", "-i", "make it night", "--model", "./missing-folder"]) == 1
     err = capsys.readouterr().err
     assert "'./missing-folder': no such model folder" in err and "unreachable" not in err
+
+
+def test_the_trainer_runs_with_the_printed_arguments(base, tmp_path):
+    """``training_args`` is what the trainer gets, and ``describe_call`` prints it as code."""
+    cfg = dataclasses.replace(QUICK, max_length=256)
+    kwargs = training_args(cfg, 4, tmp_path)
+    trainer = completion_trainer(sft_rows(_rows(4)), base, tmp_path, cfg, log=lambda s: None)
+    for key in ("per_device_train_batch_size", "learning_rate", "max_steps", "warmup_steps", "max_length",
+                "completion_only_loss", "seed"):
+        assert getattr(trainer.args, key) == kwargs[key], key
+    assert eval(describe_call("dict", kwargs)) == kwargs  # noqa: S307 - our own printout
+    assert describe_call("SFTConfig", kwargs).startswith("SFTConfig(\n    output_dir=")

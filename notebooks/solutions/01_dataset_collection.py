@@ -7,5 +7,8 @@ def unseen_subjects(train_rows, test_rows):
 
 
 # Exercise 01.2 (no code): test_unseen is built only from held-out subjects, so a model that
-# memorised its training subjects meets words it never saw; a tokenizer trained on the course's
-# words alone would split them into unfamiliar pieces (DESIGN.md 2), hence WordNet in its corpus.
+# memorised its training subjects meets words it never saw in a prompt, and must copy them from x
+# into y. The tiny tokenizer (4000 pieces, trained on the course's words and WordNet) cuts most of
+# them into two or three pieces learned from other words; the model has to copy that sequence of
+# pieces, which it never saw together. Trained on the course's words alone, the tokenizer would
+# have had fewer English words to learn its pieces from.
