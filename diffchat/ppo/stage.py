@@ -39,9 +39,35 @@ def _greedy_rewrites(folder, rows: list[dict], cfg) -> list[str]:
     return model.rewrite_batch([r["beautified_source_prompt"] for r in rows], [r["instruction"] for r in rows])
 
 
+def loops(text: str) -> bool:
+    """Whether a rewrite repeats itself: one word three times in a row, or one word pair twice in
+    a row ("a duck duck duck", "red car red car"), the tiny model's way of failing to stop."""
+    words = text.lower().split()
+    triple = any(words[k] == words[k + 1] == words[k + 2] for k in range(len(words) - 2))
+    pair = any(words[k:k + 2] == words[k + 2:k + 4] for k in range(len(words) - 3))
+    return triple or pair
+
+
+def planted_scores(prompts: list[str], seed: int = 0) -> list[float]:
+    """Each prompt's planted aesthetic score (``images.taste``), averaged over the five mini-world
+    renderers' images at one seed: how good its pictures are by the taste the world was given."""
+    import numpy as np
+
+    from diffchat.images.render import RENDERERS, render_batch
+    from diffchat.images.taste import planted_aesthetic
+
+    scores = np.mean([planted_aesthetic(render_batch(prompts, seed, variant)) for variant in RENDERERS], axis=0)
+    return [float(v) for v in scores]
+
+
 def evaluate_against_sft(ppo_dir, sft_dir, rewards_dir, splits: dict[str, list[dict]], cfg) -> dict[str, Any]:
     """SFT and PPO models' greedy rewrites of the same held-out rows, scored by the training
-    reward and by the mini-world's edit metrics: per split, and over all of them ("held_out")."""
+    reward, by the planted aesthetic score of their mini-world images (``planted``, a check the
+    training never sees), by how often they loop (``loop``) and by the mini-world's edit metrics:
+    per split, and over all of them ("held_out"). ``reward_std`` is the spread of the per-row
+    reward, the unit a change is judged in."""
+    from statistics import pstdev
+
     from diffchat.edit_metrics import evaluate_rewrites
 
     reward = _sequence_reward(rewards_dir / "rm_aesthetic", rewards_dir / "rm_pickscore", cfg)
@@ -50,6 +76,8 @@ def evaluate_against_sft(ppo_dir, sft_dir, rewards_dir, splits: dict[str, list[d
     for method, folder in (("sft", sft_dir), ("ppo", ppo_dir)):
         outputs[method] = _greedy_rewrites(folder, rows, cfg)
         terms[method] = reward(rows, outputs[method])[1]
+        terms[method]["planted"] = planted_scores(outputs[method])
+        terms[method]["loop"] = [float(loops(text)) for text in outputs[method]]
     spans, start = {}, 0
     for name, split_rows in splits.items():
         spans[name], start = (start, start + len(split_rows)), start + len(split_rows)
@@ -60,6 +88,7 @@ def evaluate_against_sft(ppo_dir, sft_dir, rewards_dir, splits: dict[str, list[d
         results = {}
         for method in outputs:
             mean = {k: round(sum(v[a:b]) / (b - a), 4) for k, v in terms[method].items()}
+            mean["reward_std"] = round(pstdev(terms[method]["reward"][a:b]), 4)
             edits = evaluate_rewrites(part, outputs[method][a:b])["all"] if all("kind" in r for r in part) else {}
             results[method] = {**mean, **{k: edits[k] for k in ("edit", "strict", "exact") if k in edits}, "n": b - a}
         shown = [{"x": r["beautified_source_prompt"], "i": r["instruction"], "sft": s, "ppo": p}
