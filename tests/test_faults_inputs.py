@@ -193,6 +193,12 @@ def test_every_subcommand_runs_by_default_or_fails_in_one_line(tmp_path, monkeyp
     monkeypatch.setenv("DIFFCHAT_RUNS", str(tmp_path / "default-runs"))
     monkeypatch.setattr(pipeline, "run", functools.partial(COURSE.run, ensure_inputs=False))
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    # `clip` needs no input stage: it trains the tiny CLIP from the lexicon alone (minutes;
+    # tests/test_world_clip.py covers it), so here its body only records that it was reached.
+    import diffchat.images.clip_train as clip_train
+
+    trained = []
+    monkeypatch.setattr(clip_train, "clip_stage", lambda ctx: trained.append(ctx.stage) or {})
     calls = [_default_call(name, parser, tmp_path / name) for name, parser in _subcommands().items()]
     calls += [["run", stage, "--root", str(tmp_path / f"run-{stage}")]
               for stage, spec in COURSE.stages.items() if spec.inputs]
@@ -207,6 +213,7 @@ def test_every_subcommand_runs_by_default_or_fails_in_one_line(tmp_path, monkeyp
         if stage in COURSE.stages and COURSE.stages[stage].inputs:
             assert code == 1 and "first" in out.err, (argv, out.err)
     assert (tmp_path / "data" / "tiny" / "data" / "manifest.json").is_file()  # `diffchat data` ran
+    assert trained == ["clip"]
 
 
 def test_run_ppo_reaches_the_full_ppo_stage(tmp_path, monkeypatch, capsys):
