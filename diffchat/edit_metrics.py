@@ -70,6 +70,49 @@ def has_loop(text: str) -> bool:
     return False
 
 
+def _first_index(output_words: list[str], keyword: str) -> int | None:
+    """Word index where ``keyword`` (any of its WordNet forms) first starts in the output."""
+    parts = words(keyword)
+    for k in range(len(output_words) - len(parts) + 1):
+        if all(p == w or _forms(p) & _forms(w) for p, w in zip(parts, output_words[k:k + len(parts)])):
+            return k
+    return None
+
+
+def keyword_diagnostics(rows: Sequence[dict], outputs: Sequence[str]) -> dict[str, float]:
+    """What the paper's Table 2 shows by example, counted on mini-world rows (their edit metadata):
+
+    - ``omitted``: rows whose edit adds keywords where one is missing from the output (pi-'s
+      "omissions", over rows that add something);
+    - ``removed_kept``: rows whose edit removes or replaces keywords where one is still there
+      (a wrong or missing replacement, over rows that remove something);
+    - ``at_end``: rows whose first added keyword sits in the output's last comma-separated
+      part, i.e. tacked on after the rest (what the paper says the model without VCI does);
+    - ``first_pos``: where the first added keyword appears, 0 = first word, 1 = last word.
+    The last two are over rows whose added keywords are all present."""
+    counts = {"omitted": [], "removed_kept": [], "at_end": [], "first_pos": []}
+    for row, out in zip(rows, outputs, strict=True):
+        forms = word_forms(out)
+        if row["removed"]:
+            counts["removed_kept"].append(any(_has_keyword(forms, k) for k in row["removed"]))
+        if not row["added"]:
+            continue
+        present = [_has_keyword(forms, k) for k in row["added"]]
+        counts["omitted"].append(not all(present))
+        if not all(present):
+            continue
+        out_words = words(out)
+        starts = [i for k in row["added"] if (i := _first_index(out_words, k)) is not None]
+        if not starts:  # present only as forms split over words: no position to report
+            continue
+        first = min(starts)
+        parts = [words(p) for p in out.split(",")]
+        last_start = len(out_words) - len(parts[-1])
+        counts["at_end"].append(len(parts) > 1 and first >= last_start)
+        counts["first_pos"].append(first / max(1, len(out_words) - 1))
+    return {k: round(sum(map(float, v)) / len(v), 4) if v else float("nan") for k, v in counts.items()}
+
+
 def normalise(text: str) -> str:
     return " ".join(words(text))
 

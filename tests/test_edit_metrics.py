@@ -7,6 +7,7 @@ from diffchat.edit_metrics import (
     edit_correct,
     evaluate_rewrites,
     has_loop,
+    keyword_diagnostics,
     metrics_table,
     normalise,
 )
@@ -71,3 +72,22 @@ def test_real_rows_score_exact_loops_and_ci_and_say_what_is_skipped():
     assert {k: res["all"][k] for k in ("n", "exact", "loop", "ci")} == {"n": 2, "exact": 0.5, "loop": 0.5, "ci": 50.0}
     assert "edit" not in res["all"] and "kind, added, removed" in res["all"]["skipped"]
     assert "| all | 2 | nan |" in metrics_table({"m": res})
+
+
+def test_keyword_diagnostics_count_omissions_kept_words_and_where_the_edit_lands():
+    rows = [{"added": ["nostalgic"], "removed": []},
+            {"added": ["red hat"], "removed": ["crown"]},
+            {"added": ["crown"], "removed": []},
+            {"added": [], "removed": ["feather"]}]
+    outputs = ["a nostalgic picture of a parrot, comic illustration, uhd",  # edit in place, first part
+               "a king with a crown, uhd, red hats",  # appended in the last part; crown kept
+               "a king, uhd",  # the crown omitted
+               "a monk, feathers"]  # the feather kept (a lemma)
+    d = keyword_diagnostics(rows, outputs)
+    assert d["omitted"] == pytest.approx(1 / 3, abs=1e-4)
+    assert d["removed_kept"] == 1.0
+    assert d["at_end"] == 0.5
+    assert d["first_pos"] == pytest.approx((1 / 8 + 6 / 7) / 2, abs=1e-4)
+    fixed = keyword_diagnostics(rows, ["a nostalgic parrot, uhd", "a king with a red hat, uhd",
+                                       "a king with a crown, uhd", "a monk, uhd"])
+    assert fixed["omitted"] == 0.0 and fixed["removed_kept"] == 0.0 and fixed["at_end"] == 0.0

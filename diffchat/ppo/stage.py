@@ -39,15 +39,6 @@ def _greedy_rewrites(folder, rows: list[dict], cfg) -> list[str]:
     return model.rewrite_batch([r["beautified_source_prompt"] for r in rows], [r["instruction"] for r in rows])
 
 
-def loops(text: str) -> bool:
-    """Whether a rewrite repeats itself: one word three times in a row, or one word pair twice in
-    a row ("a duck duck duck", "red car red car"), the tiny model's way of failing to stop."""
-    words = text.lower().split()
-    triple = any(words[k] == words[k + 1] == words[k + 2] for k in range(len(words) - 2))
-    pair = any(words[k:k + 2] == words[k + 2:k + 4] for k in range(len(words) - 3))
-    return triple or pair
-
-
 def planted_scores(prompts: list[str], seed: int = 0) -> list[float]:
     """Each prompt's planted aesthetic score (``images.taste``), averaged over the five mini-world
     renderers' images at one seed: how good its pictures are by the taste the world was given."""
@@ -63,12 +54,18 @@ def planted_scores(prompts: list[str], seed: int = 0) -> list[float]:
 def evaluate_against_sft(ppo_dir, sft_dir, rewards_dir, splits: dict[str, list[dict]], cfg) -> dict[str, Any]:
     """SFT and PPO models' greedy rewrites of the same held-out rows, scored by the training
     reward, by the planted aesthetic score of their mini-world images (``planted``, a check the
-    training never sees), by how often they loop (``loop``) and by the mini-world's edit metrics:
-    per split, and over all of them ("held_out"). ``reward_std`` is the spread of the per-row
-    reward, the unit a change is judged in."""
+    training never sees), by how often they loop (``loop``), by the mini-world's edit metrics and
+    by Table 2's keyword diagnostics (``edit_metrics.keyword_diagnostics``): per split, and over
+    all of them ("held_out"). ``reward_std`` is the spread of the per-row reward, the unit a
+    change is judged in."""
     from statistics import pstdev
 
-    from diffchat.edit_metrics import evaluate_rewrites
+    from diffchat.edit_metrics import (
+        evaluate_rewrites,
+        has_edit_metadata,
+        has_loop,
+        keyword_diagnostics,
+    )
 
     reward = _sequence_reward(rewards_dir / "rm_aesthetic", rewards_dir / "rm_pickscore", cfg)
     rows = [r for split_rows in splits.values() for r in split_rows]
@@ -77,7 +74,7 @@ def evaluate_against_sft(ppo_dir, sft_dir, rewards_dir, splits: dict[str, list[d
         outputs[method] = _greedy_rewrites(folder, rows, cfg)
         terms[method] = reward(rows, outputs[method])[1]
         terms[method]["planted"] = planted_scores(outputs[method])
-        terms[method]["loop"] = [float(loops(text)) for text in outputs[method]]
+        terms[method]["loop"] = [float(has_loop(text)) for text in outputs[method]]
     spans, start = {}, 0
     for name, split_rows in splits.items():
         spans[name], start = (start, start + len(split_rows)), start + len(split_rows)
@@ -89,8 +86,12 @@ def evaluate_against_sft(ppo_dir, sft_dir, rewards_dir, splits: dict[str, list[d
         for method in outputs:
             mean = {k: round(sum(v[a:b]) / (b - a), 4) for k, v in terms[method].items()}
             mean["reward_std"] = round(pstdev(terms[method]["reward"][a:b]), 4)
-            edits = evaluate_rewrites(part, outputs[method][a:b])["all"] if all("kind" in r for r in part) else {}
-            results[method] = {**mean, **{k: edits[k] for k in ("edit", "strict", "exact") if k in edits}, "n": b - a}
+            edits, keywords = {}, {}
+            if has_edit_metadata(part):
+                edits = evaluate_rewrites(part, outputs[method][a:b])["all"]
+                keywords = keyword_diagnostics(part, outputs[method][a:b])
+            results[method] = {**mean, **{k: edits[k] for k in ("edit", "strict", "exact") if k in edits},
+                               **keywords, "n": b - a}
         shown = [{"x": r["beautified_source_prompt"], "i": r["instruction"], "sft": s, "ppo": p}
                  for r, s, p in zip(part[:8], outputs["sft"][a:b], outputs["ppo"][a:b])]
         report[name] = {"results": results, "examples": shown}
