@@ -51,8 +51,8 @@ def test_category_grid_draws_every_word_with_its_label():
 
 def test_image_row_captions_every_image_and_checks_lengths():
     images = [render("a cat"), render("a dog")]
-    fig = image_row(images, ["a cat", "a dog"], title="two")
-    assert [ax.get_xlabel() for ax in fig.axes] == ["a cat", "a dog"]
+    fig = image_row(images, ["a cat", "a dog\nplanted taste 5.00"], title="two", wrap=8)
+    assert [ax.get_xlabel() for ax in fig.axes] == ["a cat", "a dog\nplanted\ntaste\n5.00"]
     with pytest.raises(ValueError, match="2 images but 1 captions"):
         image_row(images, ["a cat"])
 

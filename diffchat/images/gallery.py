@@ -46,7 +46,8 @@ def category_prompts(base: Caption, category: str, tags: str = "") -> list[tuple
 
 def image_row(images: Sequence[Image.Image | np.ndarray], captions: Sequence[str] | None = None,
               title: str | None = None, wrap: int = 24, size: float = 1.9) -> Any:
-    """One row of images, each with its caption under it (wrapped); a matplotlib Figure."""
+    """One row of images, each with its caption under it (each line wrapped, eight lines at
+    most); a matplotlib Figure."""
     import matplotlib.pyplot as plt
 
     if captions is not None and len(captions) != len(images):
@@ -57,7 +58,8 @@ def image_row(images: Sequence[Image.Image | np.ndarray], captions: Sequence[str
         ax.set_xticks([])
         ax.set_yticks([])
         if captions is not None:
-            ax.set_xlabel("\n".join(textwrap.wrap(captions[n], wrap)[:6]), fontsize=7)
+            lines = [line for part in captions[n].split("\n") for line in textwrap.wrap(part, wrap) or [""]]
+            ax.set_xlabel("\n".join(lines[:8]), fontsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
