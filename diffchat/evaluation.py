@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = ["METRICS", "PAPER_TABLE1", "Evaluation", "ImageSettings", "all_tables", "average_ranks",
-           "check_request", "eval_stage", "export_tables", "load_scorers", "plot_grid", "read_records",
+           "check_request", "eval_stage", "export_tables", "load_scorers", "plot_grid", "plot_table", "read_records",
            "results_table", "to_markdown"]
 
 # score key -> (the paper's column name, factor to the paper's scale)
@@ -290,6 +290,39 @@ def plot_grid(records: Sequence[dict], folder: str | Path, tis: str, examples: S
             ax.set_xlabel("\n".join(textwrap.wrap(caption, wrap)[:8]), fontsize=6)
     fig.suptitle(f"{tis}: raw image, instruction, and each method's target image (seed {seed})")
     fig.tight_layout()
+    return fig
+
+
+def plot_table(table: pd.DataFrame, title: str = "") -> Any:
+    """A results table as one small bar chart per column (each metric has its own scale), one
+    bar per method; a method without the metric ("-") gets no bar. A matplotlib Figure."""
+    import matplotlib.pyplot as plt
+
+    cols = list(table.columns)
+    fig, axes = plt.subplots(1, len(cols), figsize=(2.1 * len(cols), 3.0), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, col in zip(axes[0], cols):
+        values = table[col]
+        for n, (method, value) in enumerate(values.items()):
+            if not pd.isna(value):
+                ax.bar(n, value, color=colours[n % len(colours)], label=method)
+        finite = values.dropna()
+        if len(finite):
+            low, high = finite.min(), finite.max()
+            pad = (high - low) * 0.3 or abs(high) * 0.05 or 1.0
+            ax.set_ylim(low - pad, high + pad)  # bars from 0 would hide differences of a few percent
+        ax.set_xticks([])
+        ax.set_title(col, fontsize=8)
+        ax.tick_params(labelsize=7)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:  # the first column may lack a method ("-"): collect every method once
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
 
 

@@ -8,7 +8,7 @@ through its checker and feeds each checker a known-wrong answer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -216,6 +216,27 @@ def check_dclip(fn: Callable) -> Verdict:
         return Verdict(False, f"row {row}: got {got[row]:.4f}, expected {want[row]:.4f}"
                               " (normalise each feature before taking the differences)")
     return Verdict(True, "D-CLIP-S matches on all rows")
+
+
+# Exercise 04.2: three prompts to rank by planted taste before looking at their images.
+TASTE_PROMPTS = ("a cat in a park at night", "a cat in a park, highly detailed, sharp focus",
+                 "a cat in a park, vivid colors, centered")
+
+
+def check_taste_ranking(ranking: Sequence[str]) -> Verdict:
+    """Exercise 04.2: ``ranking``, the three ``TASTE_PROMPTS`` from the highest planted taste to
+    the lowest (the mean over the five renderers and eight seeds, ``taste.prompt_taste``)."""
+    from diffchat.images.taste import prompt_taste
+
+    ranking = list(ranking)
+    if sorted(ranking) != sorted(TASTE_PROMPTS):
+        return Verdict(False, f"expected the three prompts of TASTE_PROMPTS, each once; got {ranking!r}")
+    scores = dict(zip(TASTE_PROMPTS, prompt_taste(TASTE_PROMPTS).tolist()))
+    want = sorted(TASTE_PROMPTS, key=scores.get, reverse=True)
+    if ranking != want:
+        return Verdict(False, "your order is not the world's; expected, highest first: "
+                              + "; ".join(f"{p!r} {scores[p]:.2f}" for p in want))
+    return Verdict(True, "right order: " + "; ".join(f"{p!r} {scores[p]:.2f}" for p in want))
 
 
 def check_average_ranks(fn: Callable) -> Verdict:

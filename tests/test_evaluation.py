@@ -202,3 +202,17 @@ def test_bad_methods_tis_and_missing_runs_say_what_to_run(tmp_path, capsys):
         assert main(["eval", "--root", str(tmp_path), *argv]) == 1
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and missing in err, err
+
+
+def test_plot_table_draws_one_panel_per_metric_and_skips_missing_values():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from diffchat.evaluation import PAPER_TABLE1, plot_table
+
+    fig = plot_table(PAPER_TABLE1, title="Table 1")
+    assert [ax.get_title() for ax in fig.axes] == list(PAPER_TABLE1.columns)
+    ci = fig.axes[list(PAPER_TABLE1.columns).index("CI Score")]
+    assert [round(p.get_height(), 3) for p in ci.patches] == [87.496, 85.089, 87.314]  # no bar for "-"
+    assert ci.get_ylim()[0] > 0  # a few points apart: the axis does not start at 0
+    assert len(fig.legends[0].get_texts()) == len(PAPER_TABLE1)  # every method once, "-" or not

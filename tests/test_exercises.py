@@ -119,6 +119,11 @@ def clipped_loss_with_min(logprobs, old_logprobs, advantages, mask, cliprange):
     return (per_token * mask).sum() / mask.sum()
 
 
+# Wrong: "more quality words, more taste", so sharp focus first; night last is right.
+TASTE_BY_TAG_COUNT = ["a cat in a park, highly detailed, sharp focus", "a cat in a park, vivid colors, centered",
+                      "a cat in a park at night"]
+
+
 CASES = [
     ("00_quickstart", "tokens_per_step", exercises.check_tokens_per_step, tokens_per_step_without_accumulation),
     ("01_dataset_collection", "unseen_subjects", exercises.check_unseen_subjects,
@@ -129,6 +134,7 @@ CASES = [
     ("03_sft", "label_mask", exercises.check_label_mask, labels_without_eos),
     ("03_sft", "typical_set", exercises.check_typical_set, nucleus_instead_of_typical),
     ("04_reward_models", "dclip", exercises.check_dclip, dclip_without_normalising),
+    ("04_reward_models", "taste_ranking", exercises.check_taste_ranking, TASTE_BY_TAG_COUNT),
     ("05_ppo_adm_vci", "gae", exercises.check_gae, gae_without_padding_mask),
     ("05_ppo_adm_vci", "kl_rewards", exercises.check_kl_penalty, kl_rewards_score_at_the_end),
     ("05_ppo_adm_vci", "clipped_loss", exercises.check_clipped_loss, clipped_loss_with_min),
@@ -154,6 +160,11 @@ def test_a_crashing_answer_is_reported_not_raised():
 
     verdict = exercises.check_gae(broken)
     assert not verdict.ok and "raised IndexError: oops" in verdict.message
+
+
+def test_a_ranking_of_other_prompts_is_rejected():
+    verdict = exercises.check_taste_ranking(["a cat", "a dog", "a fox"])
+    assert not verdict.ok and "TASTE_PROMPTS" in verdict.message
 
 
 def test_every_solution_file_is_checked():

@@ -1,7 +1,5 @@
-"""The lessons read as lessons (issue 25): benchmarks/notebook_stats.py's numbers, held as rules.
-
-Notebooks 00-03 are held to all of them; every notebook to the Colab badge (the others are being
-rewritten elsewhere and join the list when they are)."""
+"""The lessons read as lessons (issue 25): benchmarks/notebook_stats.py's numbers, held as rules,
+for every notebook of the course."""
 
 from __future__ import annotations
 
@@ -18,19 +16,18 @@ notebook_stats = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(notebook_stats)
 
 NOTEBOOKS = list_notebooks()
-LESSONS = [p for p in NOTEBOOKS if p.name[:2] in {"00", "01", "02", "03"}]
 MAX_MARKDOWN_WORDS = 150
 MAX_WORDS_BEFORE_CODE = 200
 
 
-@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_a_lesson_reaches_code_soon_in_short_cells(path):
     s = notebook_stats.stats(path)
     assert s["longest_md"] <= MAX_MARKDOWN_WORDS, f"{path.name}: a markdown cell of {s['longest_md']} words"
     assert s["before_code"] < MAX_WORDS_BEFORE_CODE, f"{path.name}: {s['before_code']} words before the first code"
 
 
-@pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_a_lesson_has_no_run_diary(path):
     """No dates or commit hashes, and "CI" only as content integrity: the test suite is "the tests"."""
     s = notebook_stats.stats(path)

@@ -74,3 +74,12 @@ def test_the_frozen_constants_match_a_fresh_calibration():
     mean, std = taste.calibrate(n_prompts=60, seed=0)
     assert np.all(np.abs(mean - taste.MEAN) < 0.25 * taste.STD)
     assert np.all(np.abs(std / taste.STD - 1) < 0.25)
+
+
+def test_prompt_taste_is_the_mean_over_renderers_and_seeds():
+    prompts = ["a cat in a park", "a cat in a park, vivid colors, centered"]
+    got = taste.prompt_taste(prompts, seeds=3)
+    want = [np.mean([planted_aesthetic(render_batch([p] * 3, [0, 1, 2], v)).mean() for v in RENDERERS])
+            for p in prompts]
+    assert got.shape == (2,) and np.allclose(got, want)
+    assert got[1] > got[0] + 0.3  # colour and composition tags: the world's taste rises

@@ -82,6 +82,16 @@ def planted_aesthetic(images: np.ndarray | Sequence[Image.Image]) -> np.ndarray:
     return 5.0 + 0.5 * (2.0 * np.tanh(z / 2.0)) @ WEIGHTS
 
 
+def prompt_taste(prompts: Sequence[str], seeds: int = 8, size: int = 64) -> np.ndarray:
+    """Each prompt's planted taste A averaged over the five renderers and seeds 0..seeds-1: what
+    a prompt is worth to the world's taste, whatever the seed; shape (N,)."""
+    from diffchat.images.render import RENDERERS, render_batch
+
+    scores = [planted_aesthetic(render_batch([prompt] * seeds, list(range(seeds)), v, size)).mean()
+              for prompt in prompts for v in RENDERERS]
+    return np.asarray(scores).reshape(len(prompts), len(RENDERERS)).mean(axis=1)
+
+
 def calibrate(n_prompts: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Feature means and stds over n plain and n PB prompts, each drawn by every renderer.
 

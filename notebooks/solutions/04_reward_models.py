@@ -10,6 +10,7 @@ def dclip(i0, i1, t0, t1):
     return F.cosine_similarity(di, dt, dim=-1)
 
 
-# Exercise 04.2 (no code): with the threshold at 0.9 instead of 0.7, "study of fair hair beauty,
-# full hd" (5 of 6 keywords, 0.833) and the landscape that loses "painting" (0.667) both score 0;
-# a stricter threshold makes the CI reward sparser, which is what VCI's dense prefix signal offsets.
+# Exercise 04.2 (predict, then check): colour and composition weigh most in the planted formula,
+# and night lowers the exposure term (and the colour), so the order is:
+taste_ranking = ["a cat in a park, vivid colors, centered", "a cat in a park, highly detailed, sharp focus",
+                 "a cat in a park at night"]

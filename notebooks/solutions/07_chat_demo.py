@@ -13,12 +13,14 @@ def has_loop(text):
 
 
 # Exercise 07.2 (no code): the tiny model keeps the prompt's mini-world words (subjects, scenes, colours it
-# saw in training) and replaces or drops the rest: "a horse in a field" + "turn the horse into a zebra" came
-# back as "a horse in a wheat field, ..." from CI's shortened run, because "zebra" is no mini-world subject.
-# Exercise 07.3 (no code): `session.export(folder)`, restart, `s = ChatSession.load(folder)`,
+# saw in training) and replaces or drops the rest: "a horse in a field" + "turn the horse into a zebra" comes
+# back as "a horse in a ... field, ..." because "zebra" is no mini-world subject.
+# Exercise 07.3 (no code): "a girl with a red hat in a park, ..." parses "red hat" as an object with its
+# colour, and the renderer draws objects as small glyphs beside the subject: a few dozen red pixels next to
+# her change (compare `np.abs(after - before).sum(axis=2) > 60` as in the notebook), the rest stays.
+# Exercise 07.4 (no code): `session.export(folder)`, restart, `s = ChatSession.load(folder)`,
 # `s.branch(1)`, `s.send("...")`: the reopened chat continues from the saved prompt with the saved seed.
-# Exercise 07.4 (no code): choose "sft" and "ppo" in the model dropdown (or `session.use_model("sft")`) and
-# send the same instructions from the same start. With CI's shortened run the two models wrote the same
-# prompts for the three tiny examples (13, 4 and 14 commas each; `session.use_model(m)` then
-# `session.model.rewrite(p, i)` for each `(p, i)` of `example_starts("tiny")`): 20 PPO iterations with a
-# KL penalty barely move the tiny SFT model (notebook 05's KL curve).
+# Exercise 07.5 (no code): choose "sft" and "ppo" in the model dropdown (or `session.use_model("sft")`) and
+# send the same instructions from the same start (`session.model.rewrite(p, i)` for each `(p, i)` of
+# `example_starts("tiny")`): where PPO moved little from its reference (notebook 05's KL curve), the two
+# write the same prompts.
