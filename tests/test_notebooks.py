@@ -1,6 +1,7 @@
 """Every course notebook runs, in order, in the tiny profile (what a student's first run does)."""
 
 import os
+import re
 
 import pytest
 
@@ -29,6 +30,23 @@ def test_notebook_runs(path, course_runs, tmp_path):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
+    frozen = [c.source[:60] for c in nb.cells if c.cell_type == "code" and frozen_bar(c.get("outputs", []))]
+    assert not frozen, f"progress bars left short of 100% in cells: {frozen}"
+
+
+def frozen_bar(outputs: list) -> bool:
+    """A cell's text output holds a progress bar whose last state is under 100% (a bar that
+    froze, as datasets' and transformers' bars did when the kernel's tqdm was the widget one)."""
+    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    states = re.findall(r"(\d+)%\|", text)
+    return bool(states) and states[-1] != "100"
+
+
+def test_frozen_bar_reads_the_last_state():
+    stream = [{"output_type": "stream", "name": "stderr", "text": "map:   0%|  | 0/10\rmap: 100%|##| 10/10\n"}]
+    assert not frozen_bar(stream)
+    assert frozen_bar([{"output_type": "stream", "name": "stderr", "text": "map:   0%|  | 0/10\n"}])
+    assert not frozen_bar([{"output_type": "stream", "name": "stdout", "text": "accuracy 40%\n"}])
 
 
 # Bars for CI's shortened run, set from benchmarks/sweep_quick.py (3 seeds x 1 and 2 threads;
