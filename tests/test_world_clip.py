@@ -24,6 +24,7 @@ from diffchat.images.clip_train import (
     evaluate_clip,
     render_with,
     swap_pairs,
+    train_clip,
     train_world_clip,
 )
 from diffchat.profiles import ClipConfig
@@ -209,6 +210,16 @@ def test_colour_twins_differ_by_the_colour_alone_and_share_batches():
     assert max(changed) < 0.2 and np.mean(np.array(changed) > 0) > 0.7, changed
     batch = BatchSampler(pool.scenes, 64, 0.0, 0, pool.twins, 8)(0)
     assert len(set(batch)) == 64 and np.isin(pool.twins[batch], batch).sum() >= 16
+
+
+def test_training_scores_colour_negatives_and_the_colour_head():
+    """The first step's loss, same batch and weights: the colour-swapped captions join the
+    softmax and the colour head adds its cross-entropy (about log 41 at the start)."""
+    pool = build_pool(100, 0, 32)
+    cfg = replace(SHORT, steps=2, batch_size=32, colour_twins=0)
+    first = {name: train_clip(pool, replace(cfg, colour_negatives=k, colour_aux=w), log=lambda _: None)[1]["losses"][0]
+             for name, k, w in (("plain", 0, 0.0), ("swaps", 4, 0.0), ("swaps+head", 4, 0.5))}
+    assert first["swaps"] > first["plain"] + 0.01 and first["swaps+head"] > first["swaps"] + 1.0, first
 
 
 def test_pool_keeps_held_out_subjects_out():
