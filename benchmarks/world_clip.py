@@ -1,7 +1,7 @@
 """The tiny CLIP on the mini-world: train it (or load a trained one) and print its checks.
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python benchmarks/world_clip.py [--folder FOLDER]
-        [--steps 3000 --n-pairs 10000 --batch-size 128] [--out clip_eval.json]
+        [--steps 3000 --n-pairs 10000 --batch-size 128 --colour-negatives 4] [--out clip_eval.json]
 
 Prints what the clip stage writes to clip_eval.json, each number beside its target
 (DESIGN 8 and issue 22): retrieval recall@1 among 32 (chance 0.031), CLIP-S AUC per kind of
@@ -59,13 +59,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--n-pairs", type=int)
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--colour-negatives", type=int, help="colour-swapped captions per image (0: none)")
+    parser.add_argument("--colour-aux", type=float)
+    parser.add_argument("--colour-twins", type=int)
     parser.add_argument("--n-eval", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args()
     cfg = get_profile("tiny").clip
     changes = {k: v for k, v in (("steps", args.steps), ("n_pairs", args.n_pairs), ("batch_size", args.batch_size),
-                                 ("n_eval", args.n_eval), ("seed", args.seed)) if v is not None}
+                                 ("colour_negatives", args.colour_negatives), ("colour_aux", args.colour_aux), ("colour_twins", args.colour_twins), ("n_eval", args.n_eval),
+                                 ("seed", args.seed)) if v is not None}
     cfg = replace(cfg, **changes)
     result: dict = {"config": asdict(cfg)}
     with tempfile.TemporaryDirectory() as tmp:

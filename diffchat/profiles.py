@@ -226,6 +226,13 @@ class ClipConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.05  # then cosine to 0
     grouped_share: float = 0.5  # share of batches of 4 scenes x 32 captions (hard negatives)
+    # Colours (issue 22's colour AUC, 0.72 without these): colour-swapped captions each image
+    # naming a colour is scored against; the weight of an auxiliary loss naming the subject's
+    # colour from the image embedding; rows per batch given to colour twins (the same caption
+    # in another colour, same renderer and seed).
+    colour_negatives: int = 4
+    colour_aux: float = 0.5
+    colour_twins: int = 16
     image_size: int = 64
     head_steps: int = 2_000  # the aesthetic head on planted ratings
     n_eval: int = 512  # held-out captions per check and split
