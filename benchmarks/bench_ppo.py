@@ -102,7 +102,7 @@ def build_models(root: Path) -> dict:
     from diffchat.loading import load_tokenizer, tiny_base, wordnet_texts
     from diffchat.ppo.rollout import query_texts
     from diffchat.profiles import TinyLMConfig, get_profile
-    from diffchat.tiny import build_regression_model
+    from diffchat.reward_models import save_untrained_reward_model
 
     # The tiny profile's base stage trains its tokenizer on the same kinds of text.
     size = TinyLMConfig()
@@ -111,14 +111,8 @@ def build_models(root: Path) -> dict:
     texts += [t[k] for t in triplets for k in ("input", "edit", "output")]
     sft = tiny_base(texts, root / "sft", size, seed=SEED)
     tokenizer = load_tokenizer(sft)
-    rms = []
-    for seed, target in enumerate(("aesthetic", "pickscore"), start=1):
-        folder = root / target
-        build_regression_model(tokenizer, size, seed=seed).save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        (folder / "label_stats.json").write_text(json.dumps(
-            {"target": target, "mean": 5.0, "std": 1.0, "max_length": 128}))
-        rms.append(folder)
+    rms = [save_untrained_reward_model(root / target, tokenizer, size, target, seed=seed, max_length=128)
+           for seed, target in enumerate(("aesthetic", "pickscore"), start=1)]
     rows = [{"beautified_source_prompt": t["input"], "instruction": t["edit"],
              "beautified_target_prompt": t["output"]} for t in triplets[:BATCH]]
     max_length = get_profile("tiny").rl.max_length

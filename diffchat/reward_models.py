@@ -268,6 +268,21 @@ def plot_reward_fit(y_true: Sequence[float], y_pred: Sequence[float], path_or_ax
     return path
 
 
+
+def save_untrained_reward_model(folder: Path, tokenizer: Any, config: Any, target: str, *, seed: int = 0,
+                                mean: float = 5.0, std: float = 1.0, max_length: int = 64) -> Path:
+    """A random-init text reward model folder with label statistics, laid out as
+    ``train_reward_model`` writes one: what PPO's tests and benchmarks score with where the
+    reward's values do not matter (``config`` is a ``TinyLMConfig``)."""
+    from diffchat.tiny import build_regression_model
+
+    build_regression_model(tokenizer, config, seed=seed).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (Path(folder) / LABEL_STATS).write_text(json.dumps(
+        {"target": target, "mean": mean, "std": std, "max_length": max_length}))
+    return Path(folder)
+
+
 # ---------------------------------------------------------------- the rewards stage
 
 

@@ -49,20 +49,15 @@ def plant(path: Path, marker: Path) -> None:
 @pytest.fixture(scope="module")
 def ppo_models(tmp_path_factory):
     """A random tiny SFT model and two tiny text reward models."""
-    from diffchat.tiny import build_regression_model, train_bpe_tokenizer
+    from diffchat.reward_models import save_untrained_reward_model
+    from diffchat.tiny import train_bpe_tokenizer
 
     texts = ["a red cat on a mat", "a blue dog in the snow", "make it night", "a green house"] * 10
     root = tmp_path_factory.mktemp("ppo_models")
     sft = tiny_base(texts, root / "sft", TINY)
     tokenizer = train_bpe_tokenizer(texts, vocab_size=200)
-    rms = []
-    for seed, target in enumerate(("aesthetic", "pickscore")):
-        folder = root / target
-        build_regression_model(tokenizer, TINY, seed=seed).save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        (folder / "label_stats.json").write_text(json.dumps(
-            {"target": target, "mean": 5.0, "std": 1.0, "max_length": 64}))
-        rms.append(folder)
+    rms = [save_untrained_reward_model(root / target, tokenizer, TINY, target, seed=seed)
+           for seed, target in enumerate(("aesthetic", "pickscore"))]
     rows = [{"beautified_source_prompt": "a red cat on a mat", "instruction": "make it night",
              "beautified_target_prompt": "a red cat on a mat at night"}] * 4
     return sft, rms[0], rms[1], rows

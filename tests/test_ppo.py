@@ -41,7 +41,8 @@ from diffchat.ppo.rollout import (
 )
 from diffchat.ppo.vci import state_ci, vci_gae
 from diffchat.profiles import PPOConfig, TinyLMConfig, TrainConfig
-from diffchat.tiny import build_regression_model, train_bpe_tokenizer
+from diffchat.reward_models import save_untrained_reward_model
+from diffchat.tiny import train_bpe_tokenizer
 
 
 def _rows(n: int = 40) -> list[dict]:
@@ -361,15 +362,10 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("ppo_models")
     sft = tiny_base(texts, root / "sft", TinyLMConfig(vocab_size=600, hidden_size=32, n_layer=2, n_head=2))
     tokenizer = train_bpe_tokenizer(texts, vocab_size=300)
-    rms = []
-    for seed, target in enumerate(("aesthetic", "pickscore")):
-        folder = root / target
-        build_regression_model(tokenizer, TinyLMConfig(vocab_size=300, hidden_size=32, n_layer=1, n_head=2),
-                               seed=seed).save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        (folder / "label_stats.json").write_text(json.dumps(
-            {"target": target, "mean": 5.0 + 15 * seed, "std": 0.5 + seed, "max_length": 64}))
-        rms.append(folder)
+    rms = [save_untrained_reward_model(root / target, tokenizer,
+                                       TinyLMConfig(vocab_size=300, hidden_size=32, n_layer=1, n_head=2), target,
+                                       seed=seed, mean=5.0 + 15 * seed, std=0.5 + seed)
+           for seed, target in enumerate(("aesthetic", "pickscore"))]
     return sft, rms[0], rms[1], rows[:40]
 
 
