@@ -6,6 +6,7 @@ that speaks the chat-completions format; nothing leaves the machine.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from chat_server import ChatServer, prompt_of
 
 from diffchat.data.teachers import (
     FAILURES_FILE,
+    RULE_TOUCH_UP,
     LocalTeacher,
     OpenAITeacher,
     Request,
@@ -520,6 +522,7 @@ def test_make_teacher_specs(tmp_path):
     assert isinstance(make_teacher("rule", None), RuleTeacher)
     teacher = make_teacher("rule", tmp_path)
     assert teacher.cache is not None and teacher.cache.path == tmp_path / "teacher_cache.jsonl"
+    assert teacher.touch_up == RULE_TOUCH_UP > 0 and RuleTeacher().touch_up == 0
     assert isinstance(make_teacher("HuggingFaceTB/SmolLM2-135M-Instruct", None), LocalTeacher)
 
 
@@ -543,6 +546,7 @@ def test_rule_teacher_writes_targets_and_sources(tmp_path):
     x = "a teal elephant reading in a theater in snowy weather, oil painting, soft light, 8k"
     y = "a teal squirrel reading in a theater in snowy weather, oil painting, soft light, 8k"
     teacher = make_teacher("rule", tmp_path)
+    teacher.touch_up = 0.0  # the rules alone (the touch-up: the next test)
     assert teacher.write_target(x, "swap the elephant for a squirrel") == y
     assert teacher.write_source(y, "swap the elephant for a squirrel") == x
     with pytest.raises(TeacherError, match="rule teacher cannot write target"):
@@ -564,6 +568,32 @@ def test_rule_teacher_writes_targets_and_sources(tmp_path):
     failures = (tmp_path / FAILURES_FILE).read_text().splitlines()
     assert len(failures) == undoable.count(False)
     assert all("rule teacher cannot" in json.loads(line)["error"] for line in failures)
+
+
+def test_rule_teacher_touches_up_about_half_its_training_targets(tmp_path):
+    """One more quality tag, drawn per request (the same answer every time), on about
+    RULE_TOUCH_UP of the targets; never on a source, nor on a held-out row's exact edit."""
+    from diffchat.data import miniworld
+
+    rows = miniworld.generate_triplets(400, seed=0)
+    requests = [Request("write_target", r["input"], r["edit"]) for r in rows]
+    teacher = make_teacher("rule", tmp_path)
+    targets = ask_many(teacher, requests, progress=False)
+    assert ask_many(make_teacher("rule", None), requests, progress=False) == targets
+    added = []
+    for target, row in zip(targets, rows, strict=True):
+        assert target.startswith(row["output"])
+        if target != row["output"]:
+            tag = target.removeprefix(row["output"] + ", ")
+            assert tag in miniworld.quality_tags() and tag not in row["output"].split(", ")
+            added.append(tag)
+    assert abs(len(added) / len(rows) - RULE_TOUCH_UP) < 0.08
+    assert len(set(added)) > 20, "the tag is drawn from the whole list"
+    assert teacher.key(requests[0]) != RuleTeacher().key(requests[0])
+    held_out = [dataclasses.replace(q, raw_edit=(r["input"], r["output"])) for q, r in zip(requests, rows)]
+    assert ask_many(teacher, held_out, progress=False) == [r["output"] for r in rows]
+    sources = ask_many(teacher, [Request("write_source", r["output"], r["edit"]) for r in rows], progress=False)
+    assert all(s is None or s == r["input"] for s, r in zip(sources, rows, strict=True))
 
 
 def test_rule_teacher_repeats_the_raw_edit_it_is_given(tmp_path):
@@ -604,4 +634,5 @@ def test_the_endpoint_model_is_part_of_the_teacher_stages_keys(monkeypatch):
     monkeypatch.setenv("DIFFCHAT_TEACHER", "rule")
     rule = COURSE.key("instructpe", profile)
     monkeypatch.setenv("DIFFCHAT_TEACHER_MODEL", "model-c")
-    assert COURSE.key("instructpe", profile) == rule and rule["config"]["teacher"] == "rule"
+    assert COURSE.key("instructpe", profile) == rule
+    assert rule["config"]["teacher"] == teacher_identity("rule") == f"rule+touch_up={RULE_TOUCH_UP}"

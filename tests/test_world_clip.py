@@ -31,7 +31,7 @@ from diffchat.profiles import ClipConfig
 from diffchat.scorers import world_scorer
 
 # The shortened run: 4k renders at 32 px, 800 steps of 64, about 30 s on an idle thread (the tiny
-# profile: 20k renders at 64 px, 3,000 steps of 128).
+# profile: 20k renders at 64 px, 2,000 steps of 128).
 SHORT = replace(ClipConfig(), n_pairs=2_000, steps=800, batch_size=64, image_size=32, head_steps=300,
                 n_eval=128)
 CAPTIONS = ["a red cat in a forest", "a blue car in a desert at night", "a nurse with a hat on a beach",

@@ -19,6 +19,7 @@ from diffchat.data.miniworld.edits import (
     apply_instruction,
     invert_instruction,
     simplify_prompt,
+    touch_up,
     transfer_edit,
 )
 from diffchat.data.miniworld.generate import (
@@ -94,6 +95,7 @@ __all__ = [
     "sample_triplet",
     "simplify_prompt",
     "split_of",
+    "touch_up",
     "transfer_edit",
     "triplet_rng",
     "vocabulary_texts",

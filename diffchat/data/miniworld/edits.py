@@ -13,6 +13,7 @@ repeats that word-level change on a beautified prompt, even one the grammar cann
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 from diffchat.data.miniworld.grammar import LEAD_FRAMES, Prompt, parse_prompt
@@ -21,7 +22,7 @@ from diffchat.data.miniworld.instructions import (
     Edit,
     parse_instruction,
 )
-from diffchat.data.miniworld.vocabulary import lexicon
+from diffchat.data.miniworld.vocabulary import lexicon, quality_tags
 
 
 def _set_value(current: str | None, edit: Edit) -> bool:
@@ -100,6 +101,24 @@ def apply_instruction(prompt: str, instruction: str) -> str | None:
         return None
     edited = apply_edit(parsed, edit)
     return edited.render() if edited else None
+
+
+def touch_up(prompt: str, key: str, rate: float) -> str:
+    """The rule teacher's touch-up of a target it wrote: with probability ``rate`` one quality
+    tag the prompt lacks, appended. ``key`` (the request) seeds the draw, so that a request
+    always gets the same answer, in any process.
+
+    An LLM teacher does not copy a prompt's tags verbatim. A teacher that does trains an SFT
+    policy with no choice left at the prompt's end, and PPO, which can only reinforce what the
+    policy samples, then has no tag to learn (issue 23). The tag is drawn uniformly: which tags
+    make better images is for the reward models to learn from the images.
+    """
+    rng = random.Random(key)
+    if rng.random() >= rate:
+        return prompt
+    present = {part.strip().lower() for part in prompt.split(",")}
+    candidates = [tag for tag in quality_tags() if tag not in present]
+    return f"{prompt}, {rng.choice(candidates)}" if candidates else prompt
 
 
 def simplify_prompt(prompt: str) -> str | None:

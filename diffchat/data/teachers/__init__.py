@@ -50,6 +50,7 @@ from diffchat.data.teachers.prompts import (
 __all__ = [
     "CACHE_FILE",
     "FAILURES_FILE",
+    "RULE_TOUCH_UP",
     "TASKS",
     "LocalTeacher",
     "Messages",
@@ -72,6 +73,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# The course's rule teacher touches up half the training targets it writes with one more quality
+# tag (``miniworld.touch_up``): the SFT policy then keeps a choice at the prompt's end for PPO.
+RULE_TOUCH_UP = 0.5
 CACHE_FILE = "teacher_cache.jsonl"
 FAILURES_FILE = "failures.jsonl"
 
@@ -84,7 +88,7 @@ def make_teacher(spec: str, cache_dir: str | os.PathLike | None = None) -> Teach
     """
     cache = TeacherCache(Path(cache_dir) / CACHE_FILE) if cache_dir is not None else None
     if spec == "rule":
-        return RuleTeacher(cache)
+        return RuleTeacher(cache, touch_up=RULE_TOUCH_UP)
     if spec == "openai":
         return OpenAITeacher(cache=cache)
     return LocalTeacher(spec, cache=cache)
@@ -95,10 +99,13 @@ def teacher_identity(spec: str) -> str:
     answers: it is the endpoint and model the environment picks (``openai_endpoint``), as in
     ``OpenAITeacher.name``, so that pointing DIFFCHAT_TEACHER_MODEL or the base URL elsewhere
     rebuilds the stages the teacher wrote. Credentials in the URL are redacted (``redact_url``)
-    to a hash, so the key still changes with them. Any other spec names its teacher already."""
+    to a hash, so the key still changes with them. The rule teacher's key carries its touch-up
+    rate. Any other spec names its teacher already."""
     if spec == "openai":
         url, model = openai_endpoint()
         return f"openai:{model}@{redact_url(url)}"
+    if spec == "rule" and RULE_TOUCH_UP:
+        return f"rule+touch_up={RULE_TOUCH_UP}"
     return spec
 
 

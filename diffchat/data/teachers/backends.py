@@ -453,6 +453,16 @@ class RuleTeacher(Teacher):
 
     name = "rule"
 
+    def __init__(self, cache: TeacherCache | None = None, touch_up: float = 0.0) -> None:
+        super().__init__(cache)
+        # Share of the targets it writes for training rows (no raw edit) that get one more
+        # quality tag (``miniworld.touch_up``); held-out targets stay the exact edit.
+        self.touch_up = touch_up
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"touch_up": self.touch_up} if self.touch_up else {}
+
     def key(self, request: Request) -> str:
         """The request's key, and the raw edit's when there is one (the answer may use it)."""
         base = super().key(request)
@@ -479,4 +489,6 @@ class RuleTeacher(Teacher):
                 f"rule teacher cannot {request.task.replace('_', ' ')} for "
                 f"{request.text!r} with {request.instruction!r}"
             )
+        if request.task == "write_target" and request.raw_edit is None and self.touch_up:
+            answer = miniworld.touch_up(answer, f"{request.text}\n{request.instruction}", self.touch_up)
         return answer
