@@ -481,9 +481,12 @@ PROFILES: dict[str, Profile] = {p.name: p for p in (TINY, SMALL, PAPER)}
 # the input's keywords after 300 steps, 0.28 after 450, 0.69 after 600, 0.84 after 800), and a
 # PB model that cannot copy empties InstructPE. SFT from it needs 600 steps to beat the append
 # baseline clearly (300 steps: 0.69 against 0.65 on seen subjects). The seeds-by-threads sweep
-# behind these numbers: benchmarks/sweep_quick.py (README). PPO runs as in the tiny profile.
+# behind these numbers: benchmarks/sweep_quick.py (README). PPO runs as in the tiny profile, on reward
+# models labelled on 1,000 prompts as there: on 200, the PickScore model's held-out Spearman was -0.06
+# and PPO gained nothing (-0.007 / -0.004 held-out reward, seeds 0 / 1); on 1,000, 0.29 and
+# +0.206 / +0.236 (benchmarks/ppo_seeds.py), for 35 s more labelling and training.
 QUICK_OVERRIDES = {
-    "data": {"n_triplets": 4_000, "n_pb_pairs": 4_000, "n_test": 100, "n_reward_labels": 200},
+    "data": {"n_triplets": 4_000, "n_pb_pairs": 4_000, "n_test": 100, "n_reward_labels": 1_000},
     "pb": {"max_steps": 800},
     "sft": {"max_steps": 600},
     "eval": {"n_examples": 8},

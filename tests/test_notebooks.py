@@ -51,15 +51,19 @@ def test_frozen_bar_reads_the_last_state():
 
 # Bars for CI's shortened run, set from benchmarks/sweep_quick.py (3 seeds x 1 and 2 threads;
 # the worst run's numbers are in the README). A PB model that did not learn to copy fails here,
-# by name, rather than as an empty split three notebooks later. SFT is held to exact matches,
-# which the append baseline never makes, and to at least the baseline's edit accuracy.
+# by name, rather than as an empty split three notebooks later. SFT is held to strict accuracy
+# (the edit made and every word of the reference kept; exact matches are rarer since the rule
+# teacher's touch-up adds a tag to half the training targets: seed 0, one thread, seen strict 0.75,
+# exact 0.12) and to at least the append baseline's edit accuracy.
 PB_MIN_KEEP_CI = 0.6
 PB_MIN_TAGGED = 0.8
-SFT_MIN_EXACT = 0.3
-# PPO must not undo SFT and must stay near its reference. Held-out = both test splits (~200 rows);
-# the seen split has ~100 rows, so one row moves its edit accuracy by 0.01. Measured on CI's run
-# (seeds 0 and 1): held-out reward +0.020 / +0.009, raw CI +0.010 / +0.003, seen edit -0.010 /
-# -0.020 (PPO - SFT); the bar allows five rows.
+SFT_MIN_STRICT = 0.5
+# PPO must raise the held-out reward over SFT (in standard deviations of SFT's per-row reward), not
+# undo SFT and stay near its reference. Held-out = both test splits (~200 rows); the seen split has
+# ~100 rows, so one row moves its edit accuracy by 0.01. Measured on CI's run
+# (`DIFFCHAT_QUICK=1 python benchmarks/ppo_seeds.py`): seeds 0 / 1 on one thread, held-out reward
+# +0.206 / +0.236 (0.57 / 0.65 std), raw CI -0.005 / -0.009, seen edit -0.01 / -0.02, max KL 2.8 (2026-12-05); the drop bar allows five rows.
+PPO_MIN_GAIN_STD = 0.25
 PPO_MAX_DROP = 0.05
 PPO_MAX_KL = 5.0
 
@@ -75,12 +79,12 @@ def test_the_shortened_run_learns(course_runs):
     assert pb["keep_ci"] >= PB_MIN_KEEP_CI, f"the PB model did not learn to copy its input: {pb}"
     assert pb["tagged"] >= PB_MIN_TAGGED, f"the PB model does not add quality tags: {pb}"
     seen = pipeline.read_manifest("sft", profile, course_runs)["summary"]["test_seen"]
-    assert seen["exact"] >= SFT_MIN_EXACT and seen["edit"] >= seen["append_edit"], (
+    assert seen["strict"] >= SFT_MIN_STRICT and seen["edit"] >= seen["append_edit"], (
         f"SFT does not beat the append baseline on seen subjects: {seen}")
 
 
 @pytest.mark.notebook
-def test_ppo_keeps_what_sft_learned(course_runs):
+def test_ppo_learns_and_keeps_what_sft_learned(course_runs):
     from diffchat import pipeline
     from diffchat.profiles import get_profile
 
@@ -88,6 +92,9 @@ def test_ppo_keeps_what_sft_learned(course_runs):
     summary = pipeline.read_manifest("ppo", profile, course_runs)["summary"]
     held, seen = summary["held_out"], summary["test_seen"]
     assert summary["max_kl"] <= PPO_MAX_KL, summary
+    gain = held["ppo"]["reward"] - held["sft"]["reward"]
+    assert gain >= PPO_MIN_GAIN_STD * held["sft"]["reward_std"], (
+        f"PPO did not raise the held-out reward by {PPO_MIN_GAIN_STD} std: SFT {held['sft']}, PPO {held['ppo']}")
     for key in ("reward", "ci_raw"):
         assert held["ppo"][key] >= held["sft"][key] - PPO_MAX_DROP, (
             f"PPO lowered held-out {key}: SFT {held['sft'][key]}, PPO {held['ppo'][key]}")
