@@ -60,10 +60,11 @@ PB_MIN_TAGGED = 0.8
 SFT_MIN_STRICT = 0.5
 # PPO must raise the held-out reward over SFT (in standard deviations of SFT's per-row reward), not
 # undo SFT and stay near its reference. Held-out = both test splits (~200 rows); the seen split has
-# ~100 rows, so one row moves its edit accuracy by 0.01. Measured on CI's run
-# (`DIFFCHAT_QUICK=1 python benchmarks/ppo_seeds.py`): seeds 0 / 1 on one thread, held-out reward
-# +0.206 / +0.236 (0.57 / 0.65 std), raw CI -0.005 / -0.009, seen edit -0.01 / -0.02, max KL 2.8 (2026-12-05); the drop bar allows five rows.
-PPO_MIN_GAIN_STD = 0.25
+# ~100 rows, so one row moves its edit accuracy by 0.01. Measured on CI's run at its lr 5e-4
+# (`DIFFCHAT_QUICK=1 python benchmarks/ppo_seeds.py`, seeds 0 / 1, one thread, on two builds of the run):
+# held-out reward +0.181 / +0.127 and +0.191 / +0.122 (0.34 to 0.53 std), raw CI -0.008 to -0.015,
+# seen edit +0.02 / +0.03 and +0.01 / -0.02, max KL 1.4 to 2.4 (2026-12-05); the drop bar allows five rows.
+PPO_MIN_GAIN_STD = 0.2
 PPO_MAX_DROP = 0.05
 PPO_MAX_KL = 5.0
 
