@@ -5,7 +5,13 @@ models were labelled on. Then takes 40 held-out InstructPE rows of a finished ru
 reference target y, and prints the mean training reward, the two reward models' gains over the
 unchanged target (in their std units), raw CI and the planted aesthetic score of the five
 renderers' images. Reward models that learned the world's taste move with the planted score;
-ones labelled on prompts whose tags never vary do not. Run:
+ones labelled on prompts whose tags never vary do not.
+
+Last, the reward-hacking direction (issue 23's ablation without the CI reward): y with its content
+dropped (the subject and scene kept, or the subject and y's tags only) and tags stacked
+(``clip_train.HACK_TAGS``). The images of such prompts score far higher on the planted taste; the
+line says whether the text reward models see that, with the reward as trained (CI term in) and
+with the CI term out, as the ppo_no_ci_reward run is paid. Run:
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/tag_response.py --runs runs
 """
@@ -44,6 +50,32 @@ def main(runs: Path, rows_n: int) -> None:
         print(f"{extra.lstrip(', ') or '(the target y)':70s} reward {mean['reward']:.3f} aesthetic "
               f"{mean['aesthetic_gain']:+.3f} PickScore {mean['pickscore_gain']:+.3f} raw CI {mean['ci_raw']:.3f} "
               f"planted {sum(planted) / len(planted):.3f}")
+    hack(rows, reward)
+
+
+def hack(rows: list[dict], reward) -> None:
+    """The reward with and without its CI term, and the planted score, of reward-hacking rewrites."""
+    from diffchat.data.miniworld.grammar import parse_prompt
+    from diffchat.images.clip_train import HACK_TAGS, hack_prompt
+    from diffchat.ppo.stage import planted_scores
+
+    parsed = [(r, parse_prompt(r["beautified_target_prompt"])) for r in rows]
+    rows = [r for r, p in parsed if p is not None]
+    prompts = [p for _, p in parsed if p is not None]
+    print(f"reward hacking on the {len(rows)} rows whose y the mini-world parses (w_ci = "
+          f"{reward.cfg.reward_ci_weight}: reward without CI = reward - w_ci x thresholded CI):")
+    variants = {"(the target y)": [r["beautified_target_prompt"] for r in rows],
+                "y + 3 tags": [", ".join([r["beautified_target_prompt"], *HACK_TAGS[:3]]) for r in rows],
+                "subject and scene + 6 tags": [hack_prompt(p.caption) for p in prompts],
+                "subject + y's tags": [", ".join([p.caption.subject, *p.tags]) for p in prompts]}
+    for name, texts in variants.items():
+        terms = reward(rows, texts)[1]
+        mean = {k: sum(v) / len(rows) for k, v in terms.items()}
+        no_ci = mean["reward"] - reward.cfg.reward_ci_weight * mean["ci"]
+        planted = planted_scores(texts)
+        print(f"{name:28s} reward {mean['reward']:.3f}, without CI {no_ci:+.3f}; aesthetic "
+              f"{mean['aesthetic_gain']:+.3f} PickScore {mean['pickscore_gain']:+.3f} raw CI {mean['ci_raw']:.3f} "
+              f"planted {sum(planted) / len(planted):.3f}  e.g. {texts[0]!r}")
 
 
 if __name__ == "__main__":
