@@ -9,9 +9,9 @@ ones labelled on prompts whose tags never vary do not.
 
 Last, the reward-hacking direction (issue 23's ablation without the CI reward): y with its content
 dropped (the subject and scene kept, or the subject and y's tags only) and tags stacked
-(``clip_train.HACK_TAGS``). The images of such prompts score far higher on the planted taste; the
-line says whether the text reward models see that, with the reward as trained (CI term in) and
-with the CI term out, as the ppo_no_ci_reward run is paid. Run:
+(``clip_train.HACK_TAGS``). Each line gives the planted score of the images, and the reward as
+trained (CI term in) and with the CI term out, as the ppo_no_ci_reward run is paid: how much a
+policy without the CI reward would gain by dropping content on top of adding tags. Run:
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/tag_response.py --runs runs
 """
