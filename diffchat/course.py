@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import random
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -139,6 +141,34 @@ def run_notebook(path: Path, profile: str, out_dir: Path, timeout: int | None = 
             nbformat.write(nb, out)
     print(f"{path.name}: {time.time() - start_time:.0f} s -> {out}")
     return out
+
+
+def spare_cores() -> int:
+    """Cores this process may use beyond the threads torch's kernels take (OMP_NUM_THREADS,
+    else all of them): where that leaves one, a stage can train beside the notebooks."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    return max(0, cores - int(threads)) if threads.isdigit() else 0
+
+
+def build_in_background(stage: str, profile: str, root: str | os.PathLike, log_path: Path) -> subprocess.Popen:
+    """Start ``diffchat run <stage>`` in a child process, its output going to ``log_path``.
+
+    Only for a stage that needs no other (the tiny CLIP, which reads nothing but the lexicon):
+    on a spare core it trains while the notebooks before it run. Whoever asks for the stage
+    meanwhile waits on its lock, then uses what the child built; if the child fails or is
+    killed, the next ``ensure`` builds the stage itself (its environment is this process's).
+    """
+    from diffchat.pipeline import COURSE
+
+    needs = COURSE.get(stage).inputs
+    if needs:
+        raise ValueError(f"stage {stage!r} needs {', '.join(needs)}: only a stage without inputs "
+                         "can be built beside the notebooks")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as out:
+        return subprocess.Popen([sys.executable, "-m", "diffchat.cli", "run", stage, "--profile", profile,
+                                 "--root", str(root)], stdout=out, stderr=subprocess.STDOUT)
 
 
 def run_course(profile: str | None = None, only: list[str] | None = None,

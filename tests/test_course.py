@@ -2,7 +2,10 @@
 
 import json
 
-from diffchat.course import course_summary, timing_report
+import pytest
+
+from diffchat import pipeline
+from diffchat.course import build_in_background, course_summary, spare_cores, timing_report
 
 
 def _manifest(root, stage, summary, seconds=1.5):
@@ -53,3 +56,29 @@ def test_a_headless_notebook_shows_no_progress_bars_and_no_kernel_warning(tmp_pa
     outputs = [o for c in out.cells for o in c.outputs]
     assert [o.get("text", "").strip() for o in outputs] == ["3", "2"], outputs  # stdout only: no bar, no widget
     assert "WARNING" not in capfd.readouterr().err
+
+
+def test_a_stage_without_inputs_builds_in_a_child_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFCHAT_QUICK", "1")
+    log = tmp_path / "data.log"
+    child = build_in_background("data", "tiny", tmp_path, log)
+    assert child.wait(timeout=300) == 0, log.read_text()
+    assert pipeline.is_done("data", "tiny", tmp_path)
+    assert pipeline.read_manifest("data", "tiny", tmp_path)["summary"]
+    assert sorted(d.name for d in (tmp_path / "tiny").iterdir() if not d.name.startswith(".")) == ["data"]
+
+
+def test_only_a_stage_without_inputs_is_built_in_the_background(tmp_path):
+    with pytest.raises(ValueError, match="stage 'rewards' needs instructpe, base, clip"):
+        build_in_background("rewards", "tiny", tmp_path, tmp_path / "log")
+    assert not (tmp_path / "log").exists()
+
+
+def test_spare_cores_counts_what_the_kernels_leave(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert spare_cores() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert spare_cores() == 0
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert spare_cores() == 0  # torch then takes every core
