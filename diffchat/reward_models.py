@@ -188,6 +188,10 @@ def train_reward_model(
     device = pick_device()
     precision = train_precision(device, dtype)
     tokenizer = _prepare_tokenizer(load_tokenizer(base), cfg.max_length)
+    # A causal-LM backbone gets a new score head, drawn from torch's global generator: seeded
+    # here, or the head (and the trained model) would depend on what the process ran before
+    # (in notebook 04, on whether it trained the CLIP first).
+    torch.manual_seed(seed)
     model = load_regression_model(base, dtype=str(MASTER_DTYPE).replace("torch.", ""), device=device,
                                   pad_token_id=tokenizer.pad_token_id)
     freeze_all_but_last(model, cfg.unfreeze_layers)

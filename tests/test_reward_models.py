@@ -18,7 +18,7 @@ from diffchat.reward_models import (
     spearman,
     train_reward_model,
 )
-from diffchat.tiny import build_regression_model, train_bpe_tokenizer
+from diffchat.tiny import build_causal_lm, build_regression_model, train_bpe_tokenizer
 
 WORDS = ["cat", "dog", "castle", "tree", "river", "sunset", "portrait", "city", "forest",
          "painting", "photo", "night", "storm", "garden", "bridge", "mountain"]
@@ -104,6 +104,28 @@ def test_reward_model_learns_the_label_and_round_trips(tmp_path, base_model):
 
     ax_path = plot_reward_fit(result["y_true"], result["y_pred"], tmp_path / "fit.png")
     assert ax_path.stat().st_size > 1000
+
+
+def test_a_new_score_head_does_not_depend_on_what_ran_before(tmp_path):
+    """On a causal-LM backbone (the course's base stage) the score head is new: the same call
+    gives the same model whatever the process drew from torch's generator before it."""
+    from safetensors.torch import load_file
+
+    texts = [r["prompt"] for r in synthetic_rows(100, seed=1)] + ["Input: Output:"] * 5
+    tokenizer = train_bpe_tokenizer(texts, vocab_size=200)
+    base = tmp_path / "causal"
+    build_causal_lm(tokenizer, TinyLMConfig(vocab_size=200, hidden_size=32, n_layer=1, n_head=2),
+                    seed=0).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    cfg = TrainConfig(epochs=1, batch_size=8, max_length=16, lr=1e-3, unfreeze_layers=None,
+                      weight_decay=0.0, max_steps=1)
+    heads = []
+    for n, draws in enumerate((0, 7)):
+        torch.manual_seed(123)
+        torch.rand(draws)
+        train_reward_model(synthetic_rows(8, seed=6), "aesthetic", base, tmp_path / f"rm{n}", cfg, seed=0)
+        heads.append(load_file(tmp_path / f"rm{n}" / "model.safetensors")["score.weight"])
+    assert torch.equal(heads[0], heads[1])
 
 
 def test_pickscore_model_reads_the_raw_prompt(tmp_path, base_model):
